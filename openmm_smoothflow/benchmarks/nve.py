@@ -1,0 +1,155 @@
+"""Energy conservation in NVE (paper Fig. 4, SI-2.7): ``smoothflow bench nve``.
+
+Per potential and per starting frame: Langevin equilibration (300 K, friction 10/ps, 1 fs), then
+velocity Verlet at 1 fs without thermostat. Reported per potential: the standard deviation of the
+total energy per degree of freedom (kJ/mol; DOF = 3N - 6), the drift (kJ/mol/ps, slope of a linear fit,
+per DOF too) and how many runs blew up (non-finite energy, an OpenMM error, or a total-energy excursion
+past ``blowup_kjmol``). A blown-up run is recorded, never a crash of the command.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from ..io import atomic_write
+
+
+def nve_run(system, topology, positions: np.ndarray, platform: str = "Reference", temperature: float = 300.0,
+            equil_steps: int = 1000, nve_steps: int = 5000, dt_fs: float = 1.0, friction: float = 10.0,
+            report_every: int = 10, seed: int = 0, blowup_kjmol: float = 1.0e4) -> Dict[str, Any]:
+    """One run from ``positions`` (N, 3) nm; returns the total-energy trace (kJ/mol) and diagnostics."""
+    import openmm
+    from openmm import unit
+
+    from ..md.systems import get_platform
+
+    dt = dt_fs * unit.femtoseconds
+    integrator = openmm.CompoundIntegrator()
+    langevin = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond, dt)
+    langevin.setRandomNumberSeed(seed + 1)
+    integrator.addIntegrator(langevin)
+    integrator.addIntegrator(openmm.VerletIntegrator(dt))
+    context = openmm.Context(system, integrator, get_platform(platform))
+    n_reports = nve_steps // report_every + 1
+    trace = np.full(n_reports, np.nan)
+    result: Dict[str, Any] = {"blown_up": False, "error": None}
+    start = time.perf_counter()
+    try:
+        context.setPositions(positions)
+        context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
+        integrator.setCurrentIntegrator(0)
+        integrator.step(equil_steps)
+        integrator.setCurrentIntegrator(1)
+        for i in range(n_reports):
+            if i:
+                integrator.step(report_every)
+            state = context.getState(getEnergy=True)
+            total = (state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+            trace[i] = total
+            if not np.isfinite(total) or abs(total - trace[0]) > blowup_kjmol:
+                result.update(blown_up=True, error=f"total energy {total:.4g} kJ/mol at NVE step {i * report_every}")
+                break
+    except Exception as exc:  # OpenMM raises on NaN coordinates / model errors: a blown-up run
+        result.update(blown_up=True, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    finally:
+        del context
+    n_dof = 3 * system.getNumParticles() - 6
+    finite = trace[np.isfinite(trace)]
+    t_ps = np.arange(len(trace)) * report_every * dt_fs / 1000.0
+    result.update(trace=trace, seconds=time.perf_counter() - start, n_dof=n_dof)
+    if not result["blown_up"] and len(finite) > 2:
+        result["std_per_dof"] = float(np.std(finite) / n_dof)
+        result["drift_per_dof"] = float(np.polyfit(t_ps, trace, 1)[0] / n_dof)
+    return result
+
+
+def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    ok = [r for r in runs if not r["blown_up"]]
+    summary = {"runs": len(runs), "blown_up": len(runs) - len(ok),
+               "seconds": float(sum(r["seconds"] for r in runs))}
+    if ok:
+        stds = np.array([r["std_per_dof"] for r in ok])
+        drifts = np.array([r["drift_per_dof"] for r in ok])
+        summary.update(std_per_dof_mean=float(stds.mean()), std_per_dof_max=float(stds.max()),
+                       drift_per_dof_mean=float(drifts.mean()), drift_per_dof_absmax=float(np.abs(drifts).max()))
+    errors = [r["error"] for r in runs if r["error"]]
+    if errors:
+        summary["first_error"] = errors[0]
+    return summary
+
+
+def compare(potentials: Dict[str, Any], topology, frames: np.ndarray, out_dir: Optional[Path] = None,
+            progress: bool = True, **kwargs) -> Dict[str, Any]:
+    """Run every potential (name -> openmm.System) from every frame (n, N, 3) nm in the same process.
+
+    Writes ``nve.json`` and ``nve.png`` to ``out_dir`` when given; returns the summary per potential.
+    """
+    from tqdm import tqdm
+
+    from .. import plots
+
+    traces: Dict[str, np.ndarray] = {}
+    summary: Dict[str, Any] = {}
+    bar = tqdm(total=len(potentials) * len(frames), desc="NVE runs", unit="run", disable=not progress)
+    for name, system in potentials.items():
+        runs = []
+        for i, frame in enumerate(frames):
+            runs.append(nve_run(system, topology, frame, seed=i, **kwargs))
+            bar.update(1)
+            bar.set_postfix(potential=name)
+        traces[name] = np.stack([r["trace"] for r in runs])
+        summary[name] = summarize(runs)
+    bar.close()
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        protocol = {k: v for k, v in kwargs.items()}
+        with atomic_write(out_dir / "nve.json") as tmp:
+            tmp.write_text(json.dumps({"summary": summary, "protocol": protocol, "frames": len(frames)}, indent=2))
+        dt_ps = kwargs.get("report_every", 10) * kwargs.get("dt_fs", 1.0) / 1000.0
+        plots.energy_traces(traces, out_dir / "nve.png", dt_ps=dt_ps)
+    return summary
+
+
+def format_table(summary: Dict[str, Any]) -> str:
+    rows = [f"{'potential':<12} {'runs':>4} {'blown':>5} {'std/DOF kJ/mol':>15} {'drift/DOF kJ/mol/ps':>20}"]
+    for name, s in summary.items():
+        std = f"{s['std_per_dof_mean']:.2e}" if "std_per_dof_mean" in s else "-"
+        drift = f"{s['drift_per_dof_mean']:+.2e}" if "drift_per_dof_mean" in s else "-"
+        rows.append(f"{name:<12} {s['runs']:>4} {s['blown_up']:>5} {std:>15} {drift:>20}")
+    return "\n".join(rows)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FILE",
+                        help="an exported flow to compare (repeatable), e.g. smooth=smooth.pt")
+    parser.add_argument("--data", required=True, help=".npz data file: starting frames are taken from it")
+    parser.add_argument("--frames", type=int, default=10, help="number of starting frames (the first ones)")
+    parser.add_argument("--equil-steps", type=int, default=1000)
+    parser.add_argument("--nve-steps", type=int, default=5000)
+    parser.add_argument("--platform", default="Reference")
+    parser.add_argument("--no-classical", action="store_true", help="skip amber99sbildn + OBC")
+    parser.add_argument("--out", default="bench-nve", help="output directory (nve.json, nve.png)")
+
+
+def run(args) -> int:
+    from ..md.systems import alanine_dipeptide_pdb, classical_system, load_pdb
+    from ..potential import FlowPotential
+    from ..training.data import load_md_data
+
+    pdb = load_pdb(alanine_dipeptide_pdb())
+    frames = load_md_data([args.data]).positions[: args.frames].numpy()
+    potentials = {} if args.no_classical else {"classical": classical_system(pdb.topology)}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        if not path:
+            name, path = Path(spec).stem, spec
+        potentials[name] = FlowPotential(path).createSystem(pdb.topology)
+    summary = compare(potentials, pdb.topology, frames, Path(args.out), equil_steps=args.equil_steps,
+                      nve_steps=args.nve_steps, platform=args.platform)
+    print(format_table(summary))
+    print(f"wrote {args.out}/nve.json and {args.out}/nve.png")
+    return 0

@@ -1,0 +1,194 @@
+"""The smooth Boltzmann generator of the paper (SI-2.4), for alanine dipeptide or any small molecule.
+
+Density direction (analytic, TorchScript-able, what MD needs):
+
+    positions (B, N, 3) nm
+      -> InternalCoordinates: bonds nm, angles rad, torsions rad, log|det| of the IC change of variables
+      -> unit box u (B, 3N-6): bonds and angles by fixed linear maps over stored ranges, torsions
+         (t + pi) / 2pi on the circle
+      -> coupling layers (analytic CDF maps) -> z, uniform base density on [0, 1]^(3N-6)
+      -> u(x) = -log p(x) in kT
+
+Sampling (z -> x) runs the layers backwards with root-finding inverses and implicit gradients.
+
+Architecture in the sampling direction, as SI-2.4: torsions split into two channels, 8 circular coupling
+layers between them; 4 coupling layers between bonds and angles; angles conditioned on all torsions;
+bonds on angles and torsions; fixed maps; IC -> Cartesian. The density direction runs this list in
+reverse.
+
+Outside the support (a bond or angle past its range): the transforms see the clamped value and a
+quadratic wall ``WALL_KT * excess^2`` (in kT, excess in unit-box units) is added, so energy and forces
+stay finite; ``count_outside`` counts such configurations.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..transforms import Affine, BumpMixture, RationalQuadraticSpline
+from ..transforms.base import ElementwiseTransform
+from .coupling import CouplingLayer
+from .ic import InternalCoordinates, ZMatrix
+
+KINDS = ("smooth", "spline", "affine")
+WALL_KT = 1.0e4  # kT per (unit-box unit)^2 outside [0, 1]; 0.01 nm past a bond range costs ~16 kT
+
+
+def make_transform(kind: str, circular: bool, n_components: int = 8, beta: int = 2) -> ElementwiseTransform:
+    """The elementwise transform of a flow ``kind``: smooth (bump mixture), spline (C^1 RQ) or affine."""
+    if kind == "smooth":
+        return BumpMixture(n_components=n_components, circular=circular, ramp="exp", beta=beta)
+    if kind == "spline":
+        return RationalQuadraticSpline(n_bins=n_components, circular=circular)
+    if kind == "affine":
+        return Affine(circular=circular)
+    raise ValueError(f"unknown flow kind {kind!r}; choose one of {KINDS}")
+
+
+def default_config(**overrides: Any) -> Dict[str, Any]:
+    """Hyper-parameters of SI-2.4 (all JSON-able, stored in checkpoints and exports)."""
+    config = dict(kind="smooth", n_components=8, beta=2, hidden=[64, 64], n_torsion_layers=8,
+                  n_ic_layers=4, inverted=False, temperature=300.0,
+                  bond_range=[0.05, 0.3], angle_range=[0.15 * math.pi, math.pi])
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown generator options: {sorted(unknown)}")
+    config.update(overrides)
+    return config
+
+
+class BoltzmannGenerator(nn.Module):
+    """A normalizing flow over the internal coordinates of one molecule.
+
+    ``forward(x)`` = ``energy(x)``: positions (B, N, 3) nm -> u(x) = -log p(x) (B,) in kT, where p is
+    a density over Cartesian space with rigid motions factored out. ``temperature`` (K) is what the
+    exported energy is scaled by (u * kT in kJ/mol).
+    """
+
+    inverted: bool
+    temperature: float
+
+    def __init__(self, zmatrix: ZMatrix, elements: Sequence[str], config: Optional[Dict[str, Any]] = None):
+        super().__init__()
+        config = default_config(**(config or {}))
+        self.config = config
+        self.zmatrix = zmatrix
+        self.elements = list(elements)
+        self.inverted = bool(config["inverted"])
+        self.temperature = float(config["temperature"])
+        self.ic = InternalCoordinates(zmatrix, bond_range=tuple(config["bond_range"]),
+                                      angle_range=tuple(config["angle_range"]))
+        nb, na, nt = self.ic.n_bonds, self.ic.n_angles, self.ic.n_torsions
+        self.n_dims = nb + na + nt
+        lo = [config["bond_range"][0]] * nb + [config["angle_range"][0]] * na + [-math.pi] * nt
+        hi = [config["bond_range"][1]] * nb + [config["angle_range"][1]] * na + [math.pi] * nt
+        self.register_buffer("lo", torch.tensor(lo, dtype=torch.get_default_dtype()))
+        self.register_buffer("scale", torch.tensor(hi, dtype=torch.get_default_dtype()) - self.lo)
+        self.register_buffer("bounded", torch.tensor([True] * (nb + na) + [False] * nt))
+        self.layers = nn.ModuleList(self._build_layers(nb, na, nt, config))
+
+    # ---- architecture ------------------------------------------------------------------------------
+    @staticmethod
+    def _build_layers(nb: int, na: int, nt: int, config: Dict[str, Any]) -> List[CouplingLayer]:
+        bonds = list(range(nb))
+        angles = list(range(nb, nb + na))
+        torsions = list(range(nb + na, nb + na + nt))
+        circular = [False] * (nb + na) + [True] * nt
+        hidden = tuple(config["hidden"])
+
+        def layer(cond: List[int], out: List[int]) -> CouplingLayer:
+            transform = make_transform(config["kind"], circular[out[0]], config["n_components"], config["beta"])
+            return CouplingLayer(transform, cond, out, circular, hidden, inverted=config["inverted"])
+
+        channel_a, channel_b = torsions[0::2], torsions[1::2]
+        sampling_order: List[CouplingLayer] = []
+        for i in range(config["n_torsion_layers"]):
+            sampling_order.append(layer(channel_b, channel_a) if i % 2 == 0 else layer(channel_a, channel_b))
+        for i in range(config["n_ic_layers"]):
+            sampling_order.append(layer(bonds, angles) if i % 2 == 0 else layer(angles, bonds))
+        sampling_order.append(layer(torsions, angles))
+        sampling_order.append(layer(angles + torsions, bonds))
+        return sampling_order[::-1]  # stored in the density direction
+
+    # ---- density direction (analytic, scripted) ----------------------------------------------------
+    def _unit_box(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """positions (B, N, 3) -> unit-box coordinates (B, D) and log|det| (B,) of x -> u."""
+        bonds, angles, torsions, logdet = self.ic(x)
+        u = (torch.cat([bonds, angles, torsions], dim=1) - self.lo) / self.scale
+        return u, logdet - torch.log(self.scale).sum()
+
+    def _wall(self, u: Tensor) -> Tuple[Tensor, Tensor]:
+        """Clamp bounded coordinates into [0, 1]; the quadratic wall energy (B,) in kT for the excess."""
+        clamped = torch.where(self.bounded, u.clamp(0.0, 1.0), u)
+        wall = WALL_KT * ((u - clamped) ** 2).sum(dim=1)
+        return clamped, wall
+
+    def forward(self, x: Tensor) -> Tensor:
+        u, logdet = self._unit_box(x)
+        u, wall = self._wall(u)
+        for layer in self.layers:
+            u, ld = layer(u)
+            logdet = logdet + ld
+        return wall - logdet
+
+    def energy(self, x: Tensor) -> Tensor:
+        """u(x) = -log p(x) in kT, (B,), for positions (B, N, 3) nm."""
+        return self.forward(x)
+
+    @torch.jit.unused
+    def log_prob(self, x: Tensor) -> Tensor:
+        """log p(x) (B,), p a density over Cartesian space (nm^-(3N-6)) with rigid motions quotiented out."""
+        return -self.forward(x)
+
+    @torch.jit.unused
+    def force(self, x: Tensor, create_graph: bool = False) -> Tensor:
+        """-grad u in kT/nm, (B, N, 3)."""
+        with torch.enable_grad():
+            x = x if x.requires_grad else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.forward(x).sum(), x, create_graph=create_graph)
+        return -grad
+
+    @torch.jit.unused
+    def count_outside(self, x: Tensor) -> int:
+        """How many configurations of the batch have a bond or angle outside the model's ranges."""
+        with torch.no_grad():
+            u, _ = self._unit_box(x)
+            return int(((u < 0) | (u > 1)).logical_and(self.bounded).any(dim=1).sum())
+
+    # ---- sampling direction (root finding) ---------------------------------------------------------
+    @torch.jit.unused
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        """n samples: positions (n, N, 3) nm in the fixed global frame, and their log p(x) (n,).
+
+        Gradients flow to the parameters through root finding with implicit gradients (reverse KL).
+        """
+        z = torch.rand(n, self.n_dims, generator=generator, dtype=self.lo.dtype, device=self.lo.device)
+        return self.sample_from(z)
+
+    @torch.jit.unused
+    def sample_from(self, z: Tensor) -> Tuple[Tensor, Tensor]:
+        """Map base samples z (n, D) in [0, 1]^D to positions; returns (x, log p(x))."""
+        u, log_q = z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        for layer in self.layers[::-1]:
+            u, ld = layer.inverse(u)
+            log_q = log_q - ld
+        ic = u * self.scale + self.lo
+        nb, na = self.ic.n_bonds, self.ic.n_angles
+        x, ld_ic = self.ic.inverse(ic[:, :nb], ic[:, nb:nb + na], ic[:, nb + na:])
+        return x, log_q - ld_ic - torch.log(self.scale).sum()
+
+    # ---- description -------------------------------------------------------------------------------
+    @torch.jit.unused
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.jit.unused
+    def metadata(self) -> Dict[str, Any]:
+        """What an exported model carries about itself (JSON-able)."""
+        return dict(kind=self.config["kind"], atom_count=len(self.elements), elements=self.elements,
+                    temperature=self.temperature, bond_range=self.config["bond_range"],
+                    angle_range=self.config["angle_range"], config=self.config,
+                    zmatrix=self.zmatrix.to_dict(), n_parameters=self.n_parameters())

@@ -1,0 +1,109 @@
+"""Figures (matplotlib, Agg backend, PNG written atomically): Ramachandran histograms, total-energy
+traces, flow vs reference force scatter, energy histograms. Inputs are numpy arrays in OpenMM or kT
+units as each docstring says."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+
+from .io import atomic_write
+
+PathLike = Union[str, Path]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: PathLike) -> None:
+    with atomic_write(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    _pyplot().close(fig)
+
+
+def ramachandran(panels: Dict[str, np.ndarray], path: PathLike, bins: int = 60) -> None:
+    """Log-scale phi/psi histograms, one panel per entry of ``panels`` (name -> (frames, 2) radians)."""
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    for ax, (name, angles) in zip(axes[0], panels.items()):
+        angles = np.asarray(angles)
+        h, xe, ye = np.histogram2d(angles[:, 0], angles[:, 1], bins=bins, range=[[-np.pi, np.pi]] * 2,
+                                   density=True)
+        h = np.where(h > 0, h, np.nan)
+        mesh = ax.pcolormesh(xe, ye, h.T, norm=LogNorm(), cmap="viridis")
+        ax.set(title=f"{name} ({len(angles)} frames)", xlabel="phi (rad)", ylabel="psi (rad)", aspect="equal")
+        fig.colorbar(mesh, ax=ax, shrink=0.8, label="density")
+    _save(fig, path)
+
+
+def energy_traces(traces: Dict[str, np.ndarray], path: PathLike, dt_ps: float, ylabel: str = "E_tot - <E_tot> (kJ/mol)",
+                  highlight: int = 0) -> None:
+    """One panel per potential: total-energy traces (runs, steps) minus each run's mean, all runs grey,
+    run ``highlight`` black (as the paper's Fig. 4). Runs that blew up show as far as they are finite."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(traces), figsize=(4.5 * len(traces), 3.4), squeeze=False)
+    for ax, (name, runs) in zip(axes[0], traces.items()):
+        runs = np.atleast_2d(np.asarray(runs, dtype=float))
+        t = np.arange(runs.shape[1]) * dt_ps
+        for i, run in enumerate(runs):
+            finite = np.isfinite(run)
+            centred = run - (run[finite].mean() if finite.any() else 0.0)
+            ax.plot(t, centred, color="black" if i == highlight else "0.7", lw=1.2 if i == highlight else 0.6,
+                    zorder=3 if i == highlight else 2)
+        ax.set(title=name, xlabel="time (ps)", ylabel=ylabel)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def force_scatter(reference: np.ndarray, predicted: np.ndarray, path: PathLike, title: str = "") -> None:
+    """Scatter of flow vs reference force components (kT/nm), with the identity line and the RMSE."""
+    plt = _pyplot()
+    ref, pred = np.asarray(reference).ravel(), np.asarray(predicted).ravel()
+    rmse = float(np.sqrt(np.mean((ref - pred) ** 2)))
+    fig, ax = plt.subplots(figsize=(4.2, 4.0))
+    ax.scatter(ref, pred, s=1, alpha=0.2, rasterized=True)
+    lim = float(np.percentile(np.abs(np.concatenate([ref, pred])), 99.5))
+    ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8)
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="reference force (kT/nm)", ylabel="flow force (kT/nm)",
+           title=f"{title} RMSE {rmse:.1f} kT/nm".strip(), aspect="equal")
+    _save(fig, path)
+
+
+def energy_histograms(series: Dict[str, np.ndarray], path: PathLike, title: str = "", bins: int = 60,
+                      xlabel: str = "energy - min (kT)") -> None:
+    """Overlaid histograms of energies (kT), each shifted so its minimum is 0 (the paper's Fig. 3c)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for name, values in series.items():
+        values = np.asarray(values, dtype=float)
+        values = values[np.isfinite(values)]
+        ax.hist(values - values.min(), bins=bins, density=True, histtype="step", label=name, lw=1.2)
+    ax.set(xlabel=xlabel, ylabel="density", title=title)
+    ax.legend()
+    _save(fig, path)
+
+
+def force_field_2d(grids: Dict[str, np.ndarray], extent: Sequence[float], path: PathLike,
+                   density: Optional[Dict[str, np.ndarray]] = None) -> None:
+    """2-D force fields (name -> (ny, nx, 2) forces on a grid over ``extent``) as quiver panels over
+    an optional density image per panel (toy problems, the paper's Fig. 2)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(4.0 * len(grids), 4.0), squeeze=False)
+    for ax, (name, field) in zip(axes[0], grids.items()):
+        ny, nx, _ = field.shape
+        xs = np.linspace(extent[0], extent[1], nx)
+        ys = np.linspace(extent[2], extent[3], ny)
+        if density is not None and name in density:
+            ax.imshow(density[name], origin="lower", extent=extent, cmap="Greys", aspect="auto")
+        ax.quiver(xs, ys, field[..., 0], field[..., 1], color="tab:red", angles="xy")
+        ax.set(title=name, xlim=extent[:2], ylim=extent[2:])
+    _save(fig, path)

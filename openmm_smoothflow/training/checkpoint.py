@@ -1,0 +1,64 @@
+"""Checkpoints: plain dicts of tensors, numbers and strings, written atomically and loaded with
+``torch.load(..., weights_only=True)`` (no pickled code is ever executed on load)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+import torch
+
+from ..io import atomic_write
+
+CHECKPOINT_FORMAT = "openmm_smoothflow/checkpoint-v1"
+
+
+def generator_state(generator) -> Dict[str, Any]:
+    """Everything needed to rebuild ``generator``: architecture as JSON, weights as tensors."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": json.dumps({"config": generator.config, "zmatrix": generator.zmatrix.to_dict(),
+                                    "elements": generator.elements}),
+        "state_dict": generator.state_dict(),
+    }
+
+
+def build_generator(state: Dict[str, Any]):
+    """Inverse of :func:`generator_state`."""
+    from ..flows.generator import BoltzmannGenerator
+    from ..flows.ic import ZMatrix
+
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"not a smoothflow checkpoint (format {state.get('format')!r})")
+    arch = json.loads(state["architecture"])
+    dtype = next(iter(state["state_dict"].values())).dtype
+    generator = BoltzmannGenerator(ZMatrix.from_dict(arch["zmatrix"]), arch["elements"], arch["config"])
+    generator.to(dtype).load_state_dict(state["state_dict"])
+    return generator
+
+
+def save_checkpoint(path: Union[str, Path], checkpoint: Dict[str, Any]) -> None:
+    with atomic_write(path) as tmp:
+        torch.save(checkpoint, tmp)
+
+
+def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable checkpoint: {exc}") from exc
+
+
+def load_generator(path: Union[str, Path]) -> Tuple[Any, Dict[str, Any]]:
+    """The generator of a training checkpoint (best.pt / last.pt) and the rest of the checkpoint.
+
+    ``info['provenance']`` is a dict (data files, command, epochs, metrics) for export metadata.
+    """
+    checkpoint = load_checkpoint(path)
+    generator = build_generator(checkpoint["generator"])
+    info = {k: v for k, v in checkpoint.items() if k != "generator"}
+    info["provenance"] = json.loads(checkpoint.get("provenance", "{}"))
+    return generator, info

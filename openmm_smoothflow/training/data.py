@@ -1,0 +1,213 @@
+"""MD data for training: loading ``.npz`` files, train/validation splits, unit helpers.
+
+Files hold ``positions`` (frames, N, 3) nm, optionally ``forces`` (frames, N, 3) kJ/mol/nm and
+``energies`` (frames,) kJ/mol, and ``temperature`` K (see ``md/sampling.py`` and the data README).
+Frames are time-ordered and correlated over tens of ps, so validation frames are taken as contiguous
+blocks (:func:`split_blocks`), never as random frames.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+_TEMPERATURE_RTOL = 1e-6
+
+
+def kT(temperature: float) -> float:
+    """k_B T in kJ/mol (molar gas constant R times T); ~2.494 kJ/mol at 300 K.
+
+    ``temperature`` in K, as a number or an ``openmm.unit`` Quantity.
+    """
+    from openmm import unit
+
+    if not unit.is_quantity(temperature):
+        temperature = float(temperature) * unit.kelvin
+    value = (unit.MOLAR_GAS_CONSTANT_R * temperature).value_in_unit(unit.kilojoule_per_mole)
+    if not value > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    return float(value)
+
+
+def energies_to_kT(energies, temperature: float):
+    """Energies kJ/mol -> kT (tensor or array in, same type out)."""
+    return energies / kT(temperature)
+
+
+def forces_to_kT(forces, temperature: float):
+    """Forces kJ/mol/nm -> kT/nm (tensor or array in, same type out)."""
+    return forces / kT(temperature)
+
+
+@dataclass
+class MDData:
+    """Concatenated MD frames as float64 torch tensors (CPU).
+
+    ``positions`` (F, N, 3) nm; ``forces`` (F, N, 3) kJ/mol/nm or None; ``energies`` (F,) kJ/mol or
+    None; ``temperature`` K; ``sources`` one ``(path, first_frame, n_frames)`` per file (frame indices
+    into the concatenated, strided arrays) so that splits by trajectory are possible;
+    ``atom_names``/``elements`` from the files when stored.
+    """
+
+    positions: Tensor
+    forces: Optional[Tensor]
+    energies: Optional[Tensor]
+    temperature: float
+    sources: List[Tuple[str, int, int]] = field(default_factory=list)
+    atom_names: Optional[List[str]] = None
+    elements: Optional[List[str]] = None
+
+    def __len__(self) -> int:
+        return int(self.positions.shape[0])
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.positions.shape[1])
+
+    @property
+    def kT(self) -> float:
+        """k_B T in kJ/mol at the data's temperature."""
+        return kT(self.temperature)
+
+    def forces_kT(self) -> Tensor:
+        """Forces in kT/nm (ValueError if the data has none)."""
+        if self.forces is None:
+            raise ValueError("this data has no forces")
+        return self.forces / self.kT
+
+    def energies_kT(self) -> Tensor:
+        """Potential energies in kT (ValueError if the data has none)."""
+        if self.energies is None:
+            raise ValueError("this data has no energies")
+        return self.energies / self.kT
+
+
+def _as_paths(paths: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    out = [Path(p) for p in paths]
+    if not out:
+        raise ValueError("no data files given")
+    return out
+
+
+def load_md_data(
+    paths: Union[PathLike, Sequence[PathLike]], require_forces: bool = False, stride: int = 1
+) -> MDData:
+    """Load and concatenate one or several ``.npz`` data files (every ``stride``-th frame of each).
+
+    All files must have the same atom count and temperature. With ``require_forces`` every file must
+    hold ``forces`` (ValueError naming the file otherwise); without it, forces (and energies) are kept
+    only when every file has them, else they are None.
+    """
+    if int(stride) != stride or stride < 1:
+        raise ValueError(f"stride must be a positive integer, got {stride}")
+    stride = int(stride)
+    files = _as_paths(paths)
+    positions, forces, energies, sources = [], [], [], []
+    temperature: Optional[float] = None
+    atom_names = elements = None
+    first = None
+    offset = 0
+    for path in files:
+        if not path.is_file():
+            raise FileNotFoundError(f"data file not found: {path}")
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable .npz data file ({exc})") from exc
+        with npz:
+            keys = set(npz.files)
+            if "positions" not in keys:
+                raise ValueError(f"{path}: no 'positions' array (keys: {sorted(keys)})")
+            if "temperature" not in keys:
+                raise ValueError(f"{path}: no 'temperature' entry (keys: {sorted(keys)})")
+            pos = np.asarray(npz["positions"])
+            if pos.ndim != 3 or pos.shape[2] != 3 or pos.shape[0] == 0:
+                raise ValueError(f"{path}: positions must have shape (frames > 0, atoms, 3), got {pos.shape}")
+            temp = float(np.asarray(npz["temperature"]).reshape(-1)[0])
+            if first is None:
+                first, temperature = path, temp
+            elif pos.shape[1] != positions[0].shape[1]:
+                raise ValueError(
+                    f"{path}: {pos.shape[1]} atoms, but {first} has {positions[0].shape[1]} atoms"
+                )
+            elif abs(temp - temperature) > _TEMPERATURE_RTOL * abs(temperature):
+                raise ValueError(f"{path}: temperature {temp} K, but {first} has {temperature} K")
+            if require_forces and "forces" not in keys:
+                raise ValueError(f"{path}: forces are required but this file has no 'forces' array")
+            pos = pos[::stride]
+            if not np.all(np.isfinite(pos)):
+                raise ValueError(f"{path}: positions contain non-finite values")
+            positions.append(pos)
+            forces.append(_optional(npz, "forces", pos.shape, stride, path))
+            energies.append(_optional(npz, "energies", pos.shape[:1], stride, path))
+            if atom_names is None and "atom_names" in keys:
+                atom_names = [str(a) for a in npz["atom_names"]]
+            if elements is None and "elements" in keys:
+                elements = [str(e) for e in npz["elements"]]
+            sources.append((str(path), offset, len(pos)))
+            offset += len(pos)
+
+    def cat(arrays) -> Optional[Tensor]:
+        if any(a is None for a in arrays):
+            return None
+        return torch.from_numpy(np.concatenate(arrays).astype(np.float64, copy=False))
+
+    return MDData(
+        positions=cat(positions),
+        forces=cat(forces),
+        energies=cat(energies),
+        temperature=float(temperature),
+        sources=sources,
+        atom_names=atom_names,
+        elements=elements,
+    )
+
+
+def _optional(npz, key: str, shape, stride: int, path: Path) -> Optional[np.ndarray]:
+    if key not in npz.files:
+        return None
+    arr = np.asarray(npz[key])[::stride]
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{path}: '{key}' has shape {arr.shape}, expected {tuple(shape)}")
+    return arr
+
+
+def split_blocks(
+    n_frames: int, val_fraction: float = 0.1, n_blocks: int = 10
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Train/validation frame indices by contiguous blocks, not random frames.
+
+    The frames are cut into ``n_blocks`` contiguous blocks of (nearly) equal length; the last
+    ``val_fraction`` of each block goes to validation, so that validation covers the whole trajectory
+    in ``n_blocks`` contiguous segments (each far longer than the correlation time for the default
+    data). Returns sorted int64 ``(train_idx, val_idx)``, disjoint, together ``arange(n_frames)``;
+    ``round(val_fraction * n_frames)`` validation frames in all.
+    """
+    n_frames = int(n_frames)
+    if n_frames < 0:
+        raise ValueError(f"n_frames must be >= 0, got {n_frames}")
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+    if int(n_blocks) != n_blocks or n_blocks < 1:
+        raise ValueError(f"n_blocks must be a positive integer, got {n_blocks}")
+    n_blocks = max(1, min(int(n_blocks), n_frames))
+    n_val = int(round(val_fraction * n_frames))
+    blocks = np.array_split(np.arange(n_frames, dtype=np.int64), n_blocks)
+    # Larger validation shares go with the larger blocks (array_split puts both first).
+    val_sizes = [len(s) for s in np.array_split(np.arange(n_val), n_blocks)]
+    train, val = [], []
+    for block, k in zip(blocks, val_sizes):
+        cut = len(block) - k
+        train.append(block[:cut])
+        val.append(block[cut:])
+    empty = np.zeros(0, dtype=np.int64)
+    return np.concatenate(train) if train else empty, np.concatenate(val) if val else empty

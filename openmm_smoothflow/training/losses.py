@@ -1,0 +1,82 @@
+"""The losses of Eq. 5: L = w_n NLL + w_k KLD + w_f FM, with w_n = 1 - w_k - w_f.
+
+``generator`` is a BoltzmannGenerator (or its DistributedDataParallel wrapper): calling it gives the
+energy u(x) in kT. All in kT units: NLL and KLD in kT per configuration, FM in (kT/nm)^2 per configuration (the squared
+norm of the force residual over all atoms and components, as the paper's Eq. for L_FM).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import Tensor
+
+from ..md.target import energy_cutoff
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Eq. 5 weights; ``nll`` is what is left: 1 - kl - fm."""
+
+    kl: float = 0.0
+    fm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kl < 0 or self.fm < 0 or self.kl + self.fm > 1:
+            raise ValueError(f"loss weights need kl, fm >= 0 and kl + fm <= 1 (got kl={self.kl}, fm={self.fm})")
+
+    @property
+    def nll(self) -> float:
+        return 1.0 - self.kl - self.fm
+
+
+def nll_loss(generator, x: Tensor) -> Tensor:
+    """Mean negative log-likelihood (kT) of positions x (B, N, 3) nm."""
+    return generator(x).mean()
+
+
+def force_matching_terms(generator, x: Tensor, forces_kt: Tensor, create_graph: bool = True):
+    """(NLL (B,), squared force residual (B,)) sharing one energy evaluation.
+
+    ``forces_kt`` are reference forces in kT/nm (B, N, 3). ``create_graph`` keeps the graph of the
+    flow force so the loss back-propagates to the parameters (second order).
+    """
+    x = x.detach().requires_grad_(True)
+    energy = generator(x)
+    (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+    residual = ((forces_kt + grad) ** 2).sum(dim=(1, 2))  # flow force = -grad
+    return energy, residual
+
+
+def reverse_kl_loss(generator, target: Callable[[Tensor], Tensor], n_samples: int) -> Tensor:
+    """E_{x~q}[cutoff(u_target(x)) + log q(x)] in kT (up to the log partition function).
+
+    ``target`` maps positions (B, N, 3) nm to energies (B,) in kT and is differentiable in x
+    (e.g. ``OpenMMTarget`` for the classical force field).
+    """
+    x, log_q = getattr(generator, "module", generator).sample(n_samples)  # unwrap DDP
+    return (energy_cutoff(target(x)) + log_q).mean()
+
+
+def combined_loss(generator, x: Tensor, forces_kt: Optional[Tensor], weights: LossWeights,
+                  target: Optional[Callable[[Tensor], Tensor]] = None, n_kl_samples: int = 0) -> Dict[str, Tensor]:
+    """Eq. 5 on one batch; returns a dict with ``loss`` and the terms that entered it (kT units)."""
+    out: Dict[str, Tensor] = {}
+    if weights.fm > 0:
+        if forces_kt is None:
+            raise ValueError("force matching (fm weight > 0) needs reference forces in the data")
+        energy, residual = force_matching_terms(generator, x, forces_kt)
+        out["nll"], out["fm"] = energy.mean(), residual.mean()
+    else:
+        out["nll"] = nll_loss(generator, x)
+    loss = weights.nll * out["nll"]
+    if weights.fm > 0:
+        loss = loss + weights.fm * out["fm"]
+    if weights.kl > 0:
+        if target is None:
+            raise ValueError("reverse KL (kl weight > 0) needs a target energy")
+        out["kl"] = reverse_kl_loss(generator, target, n_kl_samples or x.shape[0])
+        loss = loss + weights.kl * out["kl"]
+    out["loss"] = loss
+    return out

@@ -1,0 +1,248 @@
+"""The trainer behind ``smoothflow train``: Eq. 5 losses, Adam with per-epoch decay, validation, best
+checkpoint, resumable mid-epoch, and data-parallel under ``torchrun`` (gloo on CPU).
+
+Run directory ``out/``: ``config.json``, ``last.pt`` (every ``checkpoint_every`` steps and each epoch
+end), ``best.pt`` (lowest validation loss), ``metrics.jsonl`` (one JSON object per epoch).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from .checkpoint import build_generator, generator_state, load_checkpoint, save_checkpoint
+from .config import TrainConfig, add_config_arguments, config_from_args
+from .losses import LossWeights, combined_loss
+
+
+class NonFiniteError(RuntimeError):
+    """A loss or gradient became NaN/inf (with ``on_nonfinite='stop'``)."""
+
+
+def _dist():
+    """(rank, world_size), initialising torch.distributed when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return dist.get_rank(), world
+    return 0, 1
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, log=print):
+        from ..flows.generator import BoltzmannGenerator, default_config
+        from ..flows.ic import zmatrix_from_topology
+        from ..md.systems import alanine_dipeptide_pdb, load_pdb
+        from .data import load_md_data, split_blocks
+
+        config.validate()
+        self.config, self.log = config, log
+        self.rank, self.world = _dist()
+        self.out = Path(config.out)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.dtype = getattr(torch, config.dtype)
+        torch.manual_seed(config.seed)
+
+        weights = LossWeights(kl=config.kl, fm=config.fm)
+        self.weights = weights
+        self.data = load_md_data(config.data, require_forces=weights.fm > 0, stride=config.stride)
+        self.train_idx, self.val_idx = split_blocks(len(self.data.positions), config.val_fraction, config.val_blocks)
+        self.positions = torch.as_tensor(self.data.positions, dtype=self.dtype)
+        self.forces_kt = None
+        if self.data.forces is not None:
+            self.forces_kt = torch.as_tensor(self.data.forces_kT(), dtype=self.dtype)
+
+        pdb = load_pdb(config.pdb or alanine_dipeptide_pdb())
+        self.topology = pdb.topology
+        if pdb.topology.getNumAtoms() != self.positions.shape[1]:
+            raise ValueError(f"topology has {pdb.topology.getNumAtoms()} atoms, data {self.positions.shape[1]}")
+        elements = [a.element.symbol for a in pdb.topology.atoms()]
+        gen_config = default_config(kind=config.kind, inverted=config.inverted, temperature=self.data.temperature)
+        self.generator = BoltzmannGenerator(zmatrix_from_topology(pdb.topology), elements, gen_config).to(self.dtype)
+        self.model = self.generator
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.generator)
+        self.optimizer = torch.optim.Adam(self.generator.parameters(), lr=config.lr)
+        self.target = self._make_target() if (weights.kl > 0 or config.val_kl_samples > 0) else None
+        self.state: Dict[str, Any] = dict(epoch=0, step=0, best_val=math.inf, best_epoch=-1, skipped=0,
+                                          seconds=0.0)
+
+    def _make_target(self):
+        from ..md.systems import classical_system
+        from ..md.target import OpenMMTarget
+
+        return OpenMMTarget(classical_system(self.topology), self.data.temperature,
+                            n_workers=self.config.kl_workers)
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _checkpoint(self) -> Dict[str, Any]:
+        return {"generator": generator_state(self.generator), "optimizer": self.optimizer.state_dict(),
+                "state": json.dumps(self.state), "config": self.config.to_json(),
+                "rng": torch.get_rng_state(), "provenance": json.dumps(self._provenance())}
+
+    def _provenance(self) -> Dict[str, Any]:
+        return {"data": [str(p) for p in self.config.data], "frames": int(len(self.positions)),
+                "stride": self.config.stride, "loss_weights": {"kl": self.config.kl, "fm": self.config.fm},
+                "command": " ".join(sys.argv), "epochs_done": self.state["epoch"],
+                "best_epoch": self.state["best_epoch"], "best_val_loss": self.state["best_val"],
+                "train_seconds": round(self.state["seconds"], 1)}
+
+    def save(self, name: str) -> None:
+        if self.rank == 0:
+            save_checkpoint(self.out / name, self._checkpoint())
+
+    def resume(self) -> bool:
+        path = self.out / "last.pt"
+        if not path.exists():
+            return False
+        checkpoint = load_checkpoint(path)
+        restored = build_generator(checkpoint["generator"])
+        self.generator.load_state_dict(restored.state_dict())
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.state.update(json.loads(checkpoint["state"]))
+        torch.set_rng_state(checkpoint["rng"])
+        self.log(f"resumed from {path}: epoch {self.state['epoch']}, step {self.state['step']}")
+        return True
+
+    # ---- one epoch ---------------------------------------------------------------------------------
+    def _batches(self, epoch: int):
+        order = torch.randperm(len(self.train_idx), generator=torch.Generator().manual_seed(
+            self.config.seed * 100003 + epoch))
+        order = torch.as_tensor(self.train_idx)[order]
+        per_step = self.config.batch_size * self.world
+        n_steps = len(order) // per_step
+        if self.config.max_steps:
+            n_steps = min(n_steps, self.config.max_steps)
+        for step in range(n_steps):
+            chunk = order[step * per_step:(step + 1) * per_step]
+            yield step, n_steps, chunk[self.rank::self.world]
+
+    def _losses(self, idx: torch.Tensor, n_kl: int) -> Dict[str, torch.Tensor]:
+        forces = self.forces_kt[idx] if self.forces_kt is not None else None
+        target = self.target if self.target is not None else None
+        return combined_loss(self.model, self.positions[idx], forces, self.weights, target, n_kl)
+
+    def train_epoch(self, epoch: int) -> Dict[str, float]:
+        from tqdm import tqdm
+
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * self.config.lr_decay ** epoch
+        self.generator.train()
+        sums: Dict[str, float] = {}
+        count = 0
+        bar = tqdm(total=None, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=self.rank != 0,
+                   unit="batch", leave=False)
+        for step, n_steps, idx in self._batches(epoch):
+            bar.total = n_steps
+            if step < self.state["step"]:
+                bar.update(1)
+                continue  # done before the checkpoint this run resumed from
+            terms = self._losses(idx, self.config.kl_samples)
+            self.optimizer.zero_grad(set_to_none=True)
+            finite = bool(torch.isfinite(terms["loss"]))
+            if finite:
+                terms["loss"].backward()
+                finite = all(bool(torch.isfinite(p.grad).all()) for p in self.generator.parameters()
+                             if p.grad is not None)
+            if not finite:
+                where = f"epoch {epoch + 1}, step {step + 1}"
+                if self.config.on_nonfinite == "stop":
+                    raise NonFiniteError(f"non-finite loss or gradient at {where} "
+                                         f"(loss {float(terms['loss'])}); last good checkpoint: {self.out / 'last.pt'}")
+                self.state["skipped"] += 1
+                self.log(f"skipped a non-finite batch at {where} ({self.state['skipped']} so far)")
+            else:
+                self.optimizer.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                count += 1
+            self.state["step"] = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(terms['loss']):.3f}")
+            if self.config.checkpoint_every and (step + 1) % self.config.checkpoint_every == 0:
+                self.save("last.pt")
+        bar.close()
+        return {f"train_{k}": v / max(count, 1) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def validate(self) -> Dict[str, float]:
+        from .metrics import validation_metrics
+
+        idx = torch.as_tensor(self.val_idx)
+        if self.config.val_frames and len(idx) > self.config.val_frames:
+            idx = idx[torch.linspace(0, len(idx) - 1, self.config.val_frames).long()]
+        self.generator.eval()
+        forces = self.forces_kt[idx] if self.forces_kt is not None else None
+        metrics = validation_metrics(self.generator, self.positions[idx], forces,
+                                     self.target if self.config.val_kl_samples else None,
+                                     self.config.val_kl_samples)
+        loss = self.weights.nll * metrics["val_nll"]
+        if self.weights.fm > 0:
+            loss += self.weights.fm * metrics["val_fm"]
+        if self.weights.kl > 0:
+            loss += self.weights.kl * metrics.get("val_kl", math.nan)
+        metrics["val_loss"] = loss
+        return metrics
+
+    # ---- the run -----------------------------------------------------------------------------------
+    def fit(self) -> Dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.config.resume:
+            self.resume()
+        if self.rank == 0:
+            (self.out / "config.json").write_text(self.config.to_json())
+        last: Dict[str, Any] = {}
+        try:
+            while self.state["epoch"] < self.config.epochs:
+                epoch = self.state["epoch"]
+                start = time.perf_counter()
+                record: Dict[str, Any] = {"epoch": epoch + 1, "lr": self.config.lr * self.config.lr_decay ** epoch}
+                record.update(self.train_epoch(epoch))
+                record.update(self.validate())
+                self.state["seconds"] += time.perf_counter() - start
+                record.update(seconds=round(time.perf_counter() - start, 2), skipped=self.state["skipped"])
+                self.state.update(epoch=epoch + 1, step=0)
+                if math.isfinite(record["val_loss"]) and record["val_loss"] < self.state["best_val"]:
+                    self.state.update(best_val=record["val_loss"], best_epoch=epoch + 1)
+                    self.save("best.pt")
+                self.save("last.pt")
+                if self.rank == 0:
+                    with open(self.out / "metrics.jsonl", "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+                    self.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in record.items()))
+                last = record
+        finally:
+            if self.target is not None:
+                self.target.close()
+        return last
+
+
+def add_arguments(parser) -> None:
+    add_config_arguments(parser)
+
+
+def run(args) -> int:
+    config = config_from_args(args)
+    trainer = Trainer(config)
+    try:
+        trainer.fit()
+    except NonFiniteError as exc:
+        print(f"smoothflow train: {exc}", file=sys.stderr)
+        return 3
+    if trainer.rank == 0:
+        print(f"best epoch {trainer.state['best_epoch']} (validation loss {trainer.state['best_val']:.4f}); "
+              f"checkpoints in {trainer.out}")
+    return 0
