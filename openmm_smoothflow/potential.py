@@ -6,7 +6,6 @@ energy = u(x) * kT with u = -log p(x) the flow energy in kT at the model's tempe
 carries its metadata as a JSON string attribute ``metadata`` (atom count, element symbols in order,
 temperature, IC ranges, model kind, provenance), readable with plain ``torch.jit.load``.
 """
-from __future__ import annotations
 
 import json
 from pathlib import Path
@@ -139,6 +138,45 @@ class FlowPotential:
         if removeCMMotion:
             system.addForce(openmm.CMMotionRemover())
         return system
+
+
+def deserializeSystem(xml: str):
+    """``XmlSerializer.deserialize`` for Systems that contain TorchForces.
+
+    The TorchForce deserialiser of the pinned openmm-torch CPU build (1.10) crashes the process, so
+    this rebuilds each TorchForce in Python from the model bytes embedded in the XML
+    (``encodedFileContents``) and deserialises every other force with OpenMM, keeping force order,
+    force groups and the TorchForce flags. ``XmlSerializer.serialize`` itself works and is the writer.
+    """
+    import io
+    import xml.etree.ElementTree as ET
+
+    import openmm
+    import openmmtorch
+
+    root = ET.fromstring(xml)
+    forces_node = root.find("Forces")
+    force_nodes = list(forces_node) if forces_node is not None else []
+    for node in force_nodes:
+        forces_node.remove(node)
+    system = openmm.XmlSerializer.deserialize(ET.tostring(root, encoding="unicode"))
+    for node in force_nodes:
+        if node.get("type") != "TorchForce":
+            system.addForce(openmm.XmlSerializer.deserialize(ET.tostring(node, encoding="unicode")))
+            continue
+        module = torch.jit.load(io.BytesIO(bytes.fromhex(node.get("encodedFileContents"))), map_location="cpu")
+        force = openmmtorch.TorchForce(module)
+        force.setForceGroup(int(node.get("forceGroup", "0")))
+        force.setOutputsForces(node.get("outputsForces", "0") == "1")
+        force.setUsesPeriodicBoundaryConditions(node.get("usesPeriodic", "0") == "1")
+        for param in node.iter("GlobalParameter"):
+            force.addGlobalParameter(param.get("name"), float(param.get("default")))
+        for deriv in node.iter("ParameterDerivative"):
+            force.addEnergyParameterDerivative(deriv.get("name"))
+        for prop in node.iter("Property"):
+            force.setProperty(prop.get("name"), prop.get("value"))
+        system.addForce(force)
+    return system
 
 
 class _AtomSubset(nn.Module):

@@ -5,7 +5,6 @@ The whole flow state is one tensor ``u`` (B, D) of unit-box coordinates (bonds, 
 by side); a layer is described by two index buffers, ``cond_idx`` (what it reads) and ``out_idx`` (what
 it transforms). This keeps every layer the same TorchScript type and the architecture a plain list.
 """
-from __future__ import annotations
 
 import math
 from typing import List, Tuple

@@ -20,7 +20,6 @@ Outside the support (a bond or angle past its range): the transforms see the cla
 quadratic wall ``WALL_KT * excess^2`` (in kT, excess in unit-box units) is added, so energy and forces
 stay finite; ``count_outside`` counts such configurations.
 """
-from __future__ import annotations
 
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -70,6 +69,11 @@ class BoltzmannGenerator(nn.Module):
 
     inverted: bool
     temperature: float
+    wall_kt: float
+    n_bonds: int
+    n_angles: int
+    n_dims: int
+    __jit_ignored_attributes__ = ["config", "zmatrix", "elements", "rootfind_tol"]
 
     def __init__(self, zmatrix: ZMatrix, elements: Sequence[str], config: Optional[Dict[str, Any]] = None):
         super().__init__()
@@ -79,16 +83,23 @@ class BoltzmannGenerator(nn.Module):
         self.elements = list(elements)
         self.inverted = bool(config["inverted"])
         self.temperature = float(config["temperature"])
+        self.wall_kt = WALL_KT
         self.ic = InternalCoordinates(zmatrix, bond_range=tuple(config["bond_range"]),
                                       angle_range=tuple(config["angle_range"]))
         nb, na, nt = self.ic.n_bonds, self.ic.n_angles, self.ic.n_torsions
-        self.n_dims = nb + na + nt
-        lo = [config["bond_range"][0]] * nb + [config["angle_range"][0]] * na + [-math.pi] * nt
-        hi = [config["bond_range"][1]] * nb + [config["angle_range"][1]] * na + [math.pi] * nt
-        self.register_buffer("lo", torch.tensor(lo, dtype=torch.get_default_dtype()))
-        self.register_buffer("scale", torch.tensor(hi, dtype=torch.get_default_dtype()) - self.lo)
+        self.n_bonds, self.n_angles, self.n_dims = nb, na, nb + na + nt
         self.register_buffer("bounded", torch.tensor([True] * (nb + na) + [False] * nt))
         self.layers = nn.ModuleList(self._build_layers(nb, na, nt, config))
+        # residual |f(x) - y| of root-finding inverses; None: 1e-10 in float64, 1e-6 in float32
+        self.rootfind_tol = None
+
+    @classmethod
+    def from_topology(cls, topology, **config: Any) -> "BoltzmannGenerator":
+        """A generator for the molecule of an OpenMM or mdtraj ``topology`` (Z-matrix built automatically)."""
+        from .ic import zmatrix_from_topology
+
+        elements = [atom.element.symbol for atom in topology.atoms()]
+        return cls(zmatrix_from_topology(topology), elements, config)
 
     # ---- architecture ------------------------------------------------------------------------------
     @staticmethod
@@ -105,7 +116,7 @@ class BoltzmannGenerator(nn.Module):
 
         channel_a, channel_b = torsions[0::2], torsions[1::2]
         sampling_order: List[CouplingLayer] = []
-        for i in range(config["n_torsion_layers"]):
+        for i in range(config["n_torsion_layers"] if channel_b else 0):  # a single torsion: no split
             sampling_order.append(layer(channel_b, channel_a) if i % 2 == 0 else layer(channel_a, channel_b))
         for i in range(config["n_ic_layers"]):
             sampling_order.append(layer(bonds, angles) if i % 2 == 0 else layer(angles, bonds))
@@ -117,13 +128,13 @@ class BoltzmannGenerator(nn.Module):
     def _unit_box(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """positions (B, N, 3) -> unit-box coordinates (B, D) and log|det| (B,) of x -> u."""
         bonds, angles, torsions, logdet = self.ic(x)
-        u = (torch.cat([bonds, angles, torsions], dim=1) - self.lo) / self.scale
-        return u, logdet - torch.log(self.scale).sum()
+        ub, ua, ut, logdet_box = self.ic.unit_box(bonds, angles, torsions)
+        return torch.cat([ub, ua, ut], dim=1), logdet + logdet_box
 
     def _wall(self, u: Tensor) -> Tuple[Tensor, Tensor]:
         """Clamp bounded coordinates into [0, 1]; the quadratic wall energy (B,) in kT for the excess."""
         clamped = torch.where(self.bounded, u.clamp(0.0, 1.0), u)
-        wall = WALL_KT * ((u - clamped) ** 2).sum(dim=1)
+        wall = self.wall_kt * ((u - clamped) ** 2).sum(dim=1)
         return clamped, wall
 
     def forward(self, x: Tensor) -> Tensor:
@@ -141,7 +152,14 @@ class BoltzmannGenerator(nn.Module):
     @torch.jit.unused
     def log_prob(self, x: Tensor) -> Tensor:
         """log p(x) (B,), p a density over Cartesian space (nm^-(3N-6)) with rigid motions quotiented out."""
+        self._set_rootfind_tol(x.dtype)  # used only by the inverted orientation
         return -self.forward(x)
+
+    @torch.jit.unused
+    def _set_rootfind_tol(self, dtype: torch.dtype) -> None:
+        tol = self.rootfind_tol or (1e-10 if dtype == torch.float64 else 1e-6)
+        for layer in self.layers:
+            layer.transform.rootfind_tol = tol
 
     @torch.jit.unused
     def force(self, x: Tensor, create_graph: bool = False) -> Tensor:
@@ -165,20 +183,22 @@ class BoltzmannGenerator(nn.Module):
 
         Gradients flow to the parameters through root finding with implicit gradients (reverse KL).
         """
-        z = torch.rand(n, self.n_dims, generator=generator, dtype=self.lo.dtype, device=self.lo.device)
+        param = next(self.parameters())
+        z = torch.rand(n, self.n_dims, generator=generator, dtype=param.dtype, device=param.device)
         return self.sample_from(z)
 
     @torch.jit.unused
     def sample_from(self, z: Tensor) -> Tuple[Tensor, Tensor]:
         """Map base samples z (n, D) in [0, 1]^D to positions; returns (x, log p(x))."""
         u, log_q = z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        self._set_rootfind_tol(z.dtype)
         for layer in self.layers[::-1]:
             u, ld = layer.inverse(u)
             log_q = log_q - ld
-        ic = u * self.scale + self.lo
-        nb, na = self.ic.n_bonds, self.ic.n_angles
-        x, ld_ic = self.ic.inverse(ic[:, :nb], ic[:, nb:nb + na], ic[:, nb + na:])
-        return x, log_q - ld_ic - torch.log(self.scale).sum()
+        nb, na = self.n_bonds, self.n_angles
+        bonds, angles, torsions, ld_box = self.ic.unit_box.inverse(u[:, :nb], u[:, nb:nb + na], u[:, nb + na:])
+        x, ld_ic = self.ic.inverse(bonds, angles, torsions)
+        return x, log_q - ld_box - ld_ic
 
     # ---- description -------------------------------------------------------------------------------
     @torch.jit.unused

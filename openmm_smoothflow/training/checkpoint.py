@@ -31,7 +31,7 @@ def build_generator(state: Dict[str, Any]):
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"not a smoothflow checkpoint (format {state.get('format')!r})")
     arch = json.loads(state["architecture"])
-    dtype = next(iter(state["state_dict"].values())).dtype
+    dtype = next(v.dtype for v in state["state_dict"].values() if v.is_floating_point())
     generator = BoltzmannGenerator(ZMatrix.from_dict(arch["zmatrix"]), arch["elements"], arch["config"])
     generator.to(dtype).load_state_dict(state["state_dict"])
     return generator

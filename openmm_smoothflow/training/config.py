@@ -13,7 +13,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 
 @dataclass
@@ -23,6 +23,7 @@ class TrainConfig:
     out: str = "runs/smoothflow"          # run directory: last.pt, best.pt, metrics.jsonl, config.json
     kind: str = "smooth"                  # smooth | spline | affine
     inverted: bool = False                # paper section 6.4 orientation (analytic sampling)
+    model: Dict[str, Any] = field(default_factory=dict)  # architecture overrides (flows.generator.default_config)
     stride: int = 1                       # use every stride-th frame
     val_fraction: float = 0.1             # held out as contiguous blocks
     val_blocks: int = 10
@@ -76,6 +77,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "data":
             parser.add_argument(flag, nargs="+", default=None, help="training data .npz files")
+        elif f.name == "model":
+            parser.add_argument(flag, type=json.loads, default=None, metavar="JSON",
+                                help='architecture overrides, e.g. \'{"hidden": [32, 32]}\'')
         elif f.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", default=None)
         else:

@@ -67,7 +67,8 @@ class Trainer:
         if pdb.topology.getNumAtoms() != self.positions.shape[1]:
             raise ValueError(f"topology has {pdb.topology.getNumAtoms()} atoms, data {self.positions.shape[1]}")
         elements = [a.element.symbol for a in pdb.topology.atoms()]
-        gen_config = default_config(kind=config.kind, inverted=config.inverted, temperature=self.data.temperature)
+        gen_config = default_config(**{**config.model, "kind": config.kind, "inverted": config.inverted,
+                                       "temperature": self.data.temperature})
         self.generator = BoltzmannGenerator(zmatrix_from_topology(pdb.topology), elements, gen_config).to(self.dtype)
         self.model = self.generator
         if self.world > 1:
@@ -160,17 +161,17 @@ class Trainer:
                 where = f"epoch {epoch + 1}, step {step + 1}"
                 if self.config.on_nonfinite == "stop":
                     raise NonFiniteError(f"non-finite loss or gradient at {where} "
-                                         f"(loss {float(terms['loss'])}); last good checkpoint: {self.out / 'last.pt'}")
+                                         f"(loss {float(terms['loss'].detach())}); last good checkpoint: {self.out / 'last.pt'}")
                 self.state["skipped"] += 1
                 self.log(f"skipped a non-finite batch at {where} ({self.state['skipped']} so far)")
             else:
                 self.optimizer.step()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
                 count += 1
             self.state["step"] = step + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{float(terms['loss']):.3f}")
+            bar.set_postfix(loss=f"{float(terms['loss'].detach()):.3f}")
             if self.config.checkpoint_every and (step + 1) % self.config.checkpoint_every == 0:
                 self.save("last.pt")
         bar.close()

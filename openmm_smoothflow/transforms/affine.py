@@ -2,8 +2,9 @@
 
 * interval (``circular=False``, ``n_params = 2``): RealNVP in logit space,
   ``y = sigmoid(exp(s) * logit(x) + t)`` with raw params ``[s, t]`` (identity at params == 0). It is a
-  bijection of the open interval (0, 1); ``x`` (and ``y`` in the inverse) are clamped to
-  ``[eps, 1 - eps]`` (``eps = 1e-6`` by default), so f(0) = f(eps) is only approximately 0.
+  bijection of the open interval (0, 1); the forward clamps ``x`` to ``[eps, 1 - eps]`` (``eps = 1e-6``
+  by default), so f(0) = f(eps) is not 0 in general; the inverse only moves y = 0 or 1 to the nearest
+  representable interior value.
   ``log f'(x) = s + logsigmoid(z) + logsigmoid(-z) - log x - log(1 - x)`` with ``z = exp(s) logit(x) + t``.
 * circle (``circular=True``, ``n_params = 1``): rotation ``y = (x + t) mod 1``, ``log f' = 0``.
 """
@@ -34,7 +35,7 @@ class Affine(ElementwiseTransform):
             return [torch.zeros_like(params[..., :1]), params[..., :1]]
         return [params[..., :1], params[..., 1:2]]
 
-    def _apply(self, x: Tensor, prep: List[Tensor], with_logdet: bool) -> Tuple[Tensor, Tensor]:
+    def _evaluate(self, x: Tensor, prep: List[Tensor], with_logdet: bool) -> Tuple[Tensor, Tensor]:
         s, t = prep[0], prep[1]
         if self.circular:
             y = torch.remainder(x + t, 1.0)
@@ -54,7 +55,8 @@ class Affine(ElementwiseTransform):
         s, t = s.squeeze(-1), t.squeeze(-1)
         if self.circular:
             return torch.remainder(y - t, 1.0), torch.zeros_like(y)
-        yc = y.clamp(self.eps, 1.0 - self.eps)
+        info = torch.finfo(y.dtype)
+        yc = y.clamp(info.tiny, 1.0 - info.eps / 2)  # only exact 0 and 1 are moved: round trips stay exact
         ly = torch.log(yc)
         l1y = torch.log1p(-yc)
         u = (ly - l1y - t) * torch.exp(-s)

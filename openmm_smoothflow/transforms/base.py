@@ -17,7 +17,7 @@ class ElementwiseTransform(nn.Module):
     Subclasses implement two TorchScript-able pieces that ``forward`` combines:
 
     * ``_prepare(params) -> List[Tensor]``: turn raw params (B, D, P) into constrained shape tensors;
-    * ``_apply(x, prep, with_logdet) -> (y, log f'(x))``: evaluate at ``x`` of shape (B, D, M), i.e. at
+    * ``_evaluate(x, prep, with_logdet) -> (y, log f'(x))``: evaluate at ``x`` of shape (B, D, M), i.e. at
       M points per element sharing the element's params (``log f'`` is ``y`` itself when
       ``with_logdet`` is False, to skip its cost).
 
@@ -39,13 +39,13 @@ class ElementwiseTransform(nn.Module):
         self.rootfind_max_iter = 100
 
     def forward(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor]:
-        y, logd = self._apply(x.unsqueeze(-1), self._prepare(params), True)
+        y, logd = self._evaluate(x.unsqueeze(-1), self._prepare(params), True)
         return y.squeeze(-1), logd.squeeze(-1)
 
     def _prepare(self, params: Tensor) -> List[Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def _apply(self, x: Tensor, prep: List[Tensor], with_logdet: bool) -> Tuple[Tensor, Tensor]:  # pragma: no cover
+    def _evaluate(self, x: Tensor, prep: List[Tensor], with_logdet: bool) -> Tuple[Tensor, Tensor]:  # pragma: no cover
         raise NotImplementedError
 
     @torch.jit.unused
@@ -67,7 +67,7 @@ class ElementwiseTransform(nn.Module):
 
         def fn(x: Tensor) -> Tensor:
             with torch.no_grad():
-                return self._apply(x, prep, False)[0]
+                return self._evaluate(x, prep, False)[0]
 
         return fn
 

@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import ElementwiseTransform
-from .ramps import saturation, sigmoid_and_derivative, sigmoid_value
+from .ramps import saturation, sigmoid_and_derivative, sigmoid_value, unsaturated_halfwidth
+from .spline import _softmax
 
 
 class BumpMixture(ElementwiseTransform):
@@ -93,45 +94,47 @@ class BumpMixture(ElementwiseTransform):
         b = torch.sigmoid(p[..., 1, :] + self.b_offset.to(params.dtype))
         c = self.c_min + (1.0 - self.c_min) * torch.sigmoid(p[..., 2, :] + self.c_offset)
         alpha = F.softplus(p[..., 3, :]) + self.alpha_min
-        w = torch.softmax(p[..., 4, :], dim=-1)
+        w = _softmax(p[..., 4, :])
         return a, b, c, alpha, w
 
     def _prepare(self, params: Tensor) -> List[Tensor]:
-        """-> [a, b, alpha, u, off, cbar]: a, b, alpha, u (B, D, 1, K); off, cbar (B, D, 1) with
-        ``f(x) = sum_i u_i G_i(x) - off + cbar x`` and ``u_i = w_i (1 - c_i) / (g_i(1) - g_i(0))``."""
-        p = params.reshape(list(params.shape[:-1]) + [5, self.n_components])
-        a = 1.0 + F.softplus(p[..., 0, :])
-        b = torch.sigmoid(p[..., 1, :] + self.b_offset.to(params.dtype))
-        one_minus_c = (1.0 - self.c_min) * torch.sigmoid(-(p[..., 2, :] + self.c_offset))
-        alpha = F.softplus(p[..., 3, :]) + self.alpha_min
-        w = torch.softmax(p[..., 4, :], dim=-1)
-        sat = saturation(params.dtype)
-        cbar = 1.0 - (w * one_minus_c).sum(-1, keepdim=True)  # sum_i w_i c_i
+        """-> [a, b, 1/alpha, half, u, off, cbar]: the first five (B, D, 1, K), off and cbar (B, D, 1) with
+        ``f(x) = sum_i u_i G_i(x) - off + cbar x``, ``u_i = w_i (1 - c_i) / (g_i(1) - g_i(0))`` (interval)
+        or ``w_i (1 - c_i)`` (circle), ``half`` the ramp's unsaturated half-width (``ramps.py``)."""
+        p = params.reshape(list(params.shape[:-1]) + [5, self.n_components]).unsqueeze(-2)
+        a = 1.0 + F.softplus(p[..., 0, :, :])
+        b = torch.sigmoid(p[..., 1, :, :] + self.b_offset.to(params.dtype))
+        one_minus_c = (1.0 - self.c_min) * torch.sigmoid(-(p[..., 2, :, :] + self.c_offset))
+        alpha = F.softplus(p[..., 3, :, :]) + self.alpha_min
+        w = _softmax(p[..., 4, :, :])
+        inv_alpha = 1.0 / alpha
+        half = unsaturated_halfwidth(alpha, self.use_exp, self.beta, self.order, saturation(params.dtype))
+        cbar = 1.0 - (w * one_minus_c).sum(-1)  # sum_i w_i c_i, (B, D, 1)
         if self.circular:
             n0 = torch.round(-b)
-            g0 = sigmoid_value(a * (-b - n0) + 0.5, alpha, self.use_exp, self.beta, self.order, sat) + n0
+            g0 = sigmoid_value(a * (-b - n0), half, inv_alpha, self.use_exp, self.beta, self.order) + n0
             u = w * one_minus_c
-        else:
-            g0 = sigmoid_value(a * (0.0 - b) + 0.5, alpha, self.use_exp, self.beta, self.order, sat)
-            g1 = sigmoid_value(a * (1.0 - b) + 0.5, alpha, self.use_exp, self.beta, self.order, sat)
-            u = w * one_minus_c / (g1 - g0)
-        off = (u * g0).sum(-1, keepdim=True)
-        return [a.unsqueeze(-2), b.unsqueeze(-2), alpha.unsqueeze(-2), u.unsqueeze(-2), off, cbar]
+        else:  # g(0) and g(1) in one call: points on axis -2
+            ends = torch.tensor([[0.0], [1.0]], dtype=params.dtype, device=params.device)
+            g01 = sigmoid_value(a * (ends - b), half, inv_alpha, self.use_exp, self.beta, self.order)
+            g0 = g01[..., :1, :]
+            u = w * one_minus_c / (g01[..., 1:, :] - g0)
+        off = (u * g0).sum(-1)
+        return [a, b, inv_alpha, half, u, off, cbar]
 
-    def _apply(self, x: Tensor, prep: List[Tensor], with_logdet: bool) -> Tuple[Tensor, Tensor]:
+    def _evaluate(self, x: Tensor, prep: List[Tensor], with_logdet: bool) -> Tuple[Tensor, Tensor]:
         """``x`` (B, D, M) -> ``(f(x), log f'(x))`` (B, D, M); components broadcast on a trailing axis."""
-        a, b, alpha, u, off, cbar = prep[0], prep[1], prep[2], prep[3], prep[4], prep[5]
-        sat = saturation(x.dtype)
+        a, b, inv_alpha, half, u, off, cbar = prep[0], prep[1], prep[2], prep[3], prep[4], prep[5], prep[6]
         d = x.unsqueeze(-1) - b  # (B, D, M, K)
         n = d  # placeholder (TorchScript needs it bound); the winding number on the circle
         if self.circular:
             n = torch.round(d)
             d = d - n
-        t = a * d + 0.5
+        z = a * d  # t - 1/2
         if with_logdet:
-            g, dg = sigmoid_and_derivative(t, alpha, self.use_exp, self.beta, self.order, sat)
+            g, dg = sigmoid_and_derivative(z, half, inv_alpha, self.use_exp, self.beta, self.order)
         else:
-            g = sigmoid_value(t, alpha, self.use_exp, self.beta, self.order, sat)
+            g = sigmoid_value(z, half, inv_alpha, self.use_exp, self.beta, self.order)
             dg = g
         if self.circular:
             g = g + n

@@ -14,6 +14,9 @@ logit ``s(t) = log rho(t) - log rho(1-t)``:
 
 and ``log sigma'(t) = logsigmoid(s) + logsigmoid(-s) + log s' = 2 logsigmoid(s) - s + log s'``.
 
+The internal functions take the centred argument ``z = t - 1/2`` and two per-parameter constants
+(``unsaturated_halfwidth`` and ``1/alpha``) that a transform computes once per set of params.
+
 Safe-where pattern: where ``sigma`` is saturated (outside (0, 1), or so close to its edges that
 ``|s| >= sat``, which makes ``sigma`` equal to 0 or 1 to far below the dtype's precision) ``t`` is
 replaced by 1/2 *before* any singular op and the result is then replaced by the exact constant (0 or 1,
@@ -51,13 +54,12 @@ def monomial_ramp(x: Tensor, order: int) -> Tensor:
     return torch.where(x > 0, x, torch.zeros_like(x)).pow(order)
 
 
-def sigmoid_parts(t: Tensor, alpha: Tensor, use_exp: bool, beta: int, order: int, sat: float,
-                  with_ds: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """Returns ``(mask, s, ds)``: ``mask`` marks unsaturated points, ``s`` the logit and ``ds = s'(t)``
-    (both evaluated at a harmless t = 1/2 where ``mask`` is False; ``ds`` is ``s`` if not ``with_ds``).
+def unsaturated_halfwidth(alpha: Tensor, use_exp: bool, beta: int, order: int, sat: float) -> Tensor:
+    """``h = 1/2 - t_eps``: the sigmoid is computed for ``|t - 1/2| < h`` and is exactly 0 / 1 beyond.
 
-    Exp ramp cut: for ``t <= t_eps = (alpha sat + 2^beta)^(-1/beta)`` one has ``s <= -sat`` (and
-    symmetrically at ``1 - t``). Monomial cut: ``t_eps = exp(-sat / k)`` (there ``sigma ~ t^k <= e^-sat``).
+    Exp ramp: for ``t <= t_eps = (alpha sat + 2^beta)^(-1/beta)`` one has ``s <= -sat`` (and
+    symmetrically at ``1 - t``). Monomial ramp: ``t_eps = exp(-sat / k)`` (there ``sigma ~ t^k <= e^-sat``).
+    Depends on the parameters only, so a transform computes it once per set of params.
     """
     if use_exp:
         if beta == 2:
@@ -66,57 +68,64 @@ def sigmoid_parts(t: Tensor, alpha: Tensor, use_exp: bool, beta: int, order: int
             t_eps = 1.0 / (alpha * sat + 2.0)
         else:
             t_eps = (alpha * sat + 2.0 ** beta).pow(-1.0 / beta)
-    else:
-        t_eps = torch.full_like(alpha, math.exp(-sat / order))
-    mask = (t > t_eps) & (t < 1.0 - t_eps)
-    tt = torch.where(mask, t, torch.full_like(t, 0.5))
-    u = 1.0 - tt
+        return 0.5 - t_eps
+    return torch.full_like(alpha, 0.5 - math.exp(-sat / order))
+
+
+def sigmoid_parts(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int, order: int,
+                  with_ds: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """At ``t = 1/2 + z`` returns ``(mask, s, ds)``: ``mask = |z| < half`` marks unsaturated points, ``s``
+    the logit and ``ds = s'(t)``, both evaluated at the harmless t = 1/2 where ``mask`` is False
+    (``ds`` is ``s`` if not ``with_ds``). ``inv_alpha = 1 / alpha`` (ignored by the monomial ramp)."""
+    mask = z.abs() < half
+    zs = torch.where(mask, z, 0.0)
+    tt = 0.5 + zs
+    u = 0.5 - zs
     if use_exp:
-        inv_a = 1.0 / alpha
         if beta == 2:
-            lo = inv_a / (tt * tt)
-            hi = inv_a / (u * u)
+            lo = inv_alpha / (tt * tt)
+            hi = inv_alpha / (u * u)
         elif beta == 1:
-            lo = inv_a / tt
-            hi = inv_a / u
+            lo = inv_alpha / tt
+            hi = inv_alpha / u
         else:
-            lo = inv_a / tt.pow(beta)
-            hi = inv_a / u.pow(beta)
+            lo = inv_alpha / tt.pow(beta)
+            hi = inv_alpha / u.pow(beta)
         s = hi - lo
         ds = beta * (lo / tt + hi / u) if with_ds else s
     else:
-        s = order * (torch.log(tt) - torch.log1p(-tt))
+        s = order * (torch.log(tt) - torch.log(u))
         ds = order / (tt * u) if with_ds else s
     return mask, s, ds
 
 
-def _step(t: Tensor) -> Tensor:
-    return (t >= 0.5).to(t.dtype)
+def _step(z: Tensor) -> Tensor:
+    return (z > 0).to(z.dtype)
 
 
-def sigmoid_value(t: Tensor, alpha: Tensor, use_exp: bool, beta: int, order: int, sat: float) -> Tensor:
-    """``sigma[rho](t)`` only (exactly 0 left of the support, 1 right of it)."""
-    mask, s, _ = sigmoid_parts(t, alpha, use_exp, beta, order, sat, False)
-    return torch.where(mask, torch.sigmoid(s), _step(t))
+def sigmoid_value(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int, order: int) -> Tensor:
+    """``sigma[rho](1/2 + z)`` only (exactly 0 left of the support, 1 right of it)."""
+    mask, s, _ = sigmoid_parts(z, half, inv_alpha, use_exp, beta, order, False)
+    return torch.where(mask, torch.sigmoid(s), _step(z))
 
 
-def sigmoid_and_derivative(t: Tensor, alpha: Tensor, use_exp: bool, beta: int, order: int,
-                           sat: float) -> Tuple[Tensor, Tensor]:
-    """``(sigma(t), sigma'(t))`` with ``sigma' = sigmoid(s) sigmoid(-s) s'`` (0 where saturated)."""
-    mask, s, ds = sigmoid_parts(t, alpha, use_exp, beta, order, sat, True)
+def sigmoid_and_derivative(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int,
+                           order: int) -> Tuple[Tensor, Tensor]:
+    """``(sigma(t), sigma'(t))`` at ``t = 1/2 + z``, ``sigma' = sigmoid(s) sigmoid(-s) s'`` (0 where saturated)."""
+    mask, s, ds = sigmoid_parts(z, half, inv_alpha, use_exp, beta, order, True)
     sig = torch.sigmoid(s)
-    value = torch.where(mask, sig, _step(t))
-    deriv = torch.where(mask, sig * torch.sigmoid(-s) * ds, torch.zeros_like(s))
+    value = torch.where(mask, sig, _step(z))
+    deriv = torch.where(mask, sig * torch.sigmoid(-s) * ds, 0.0)
     return value, deriv
 
 
-def sigmoid_and_logderivative(t: Tensor, alpha: Tensor, use_exp: bool, beta: int, order: int,
-                              sat: float) -> Tuple[Tensor, Tensor]:
-    """``(sigma(t), log sigma'(t))``; ``log sigma' = 2 logsigmoid(s) - s + log s'`` inside the support,
-    ``LOG_ZERO`` outside (finite everywhere)."""
-    mask, s, ds = sigmoid_parts(t, alpha, use_exp, beta, order, sat, True)
-    value = torch.where(mask, torch.sigmoid(s), _step(t))
-    logd = torch.where(mask, 2.0 * F.logsigmoid(s) - s + torch.log(ds), torch.full_like(s, LOG_ZERO))
+def sigmoid_and_logderivative(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int,
+                              order: int) -> Tuple[Tensor, Tensor]:
+    """``(sigma(t), log sigma'(t))`` at ``t = 1/2 + z``; ``log sigma' = 2 logsigmoid(s) - s + log s'`` where
+    unsaturated, ``LOG_ZERO`` beyond (finite everywhere)."""
+    mask, s, ds = sigmoid_parts(z, half, inv_alpha, use_exp, beta, order, True)
+    value = torch.where(mask, torch.sigmoid(s), _step(z))
+    logd = torch.where(mask, 2.0 * F.logsigmoid(s) - s + torch.log(ds), LOG_ZERO)
     return value, logd
 
 
@@ -126,4 +135,6 @@ def generalized_sigmoid(t: Tensor, alpha: Tensor, ramp: str = "exp", beta: int =
     {"exp", "monomial"}; ``alpha`` broadcasts against ``t`` (ignored by the monomial ramp)."""
     if ramp not in ("exp", "monomial"):
         raise ValueError(f"unknown ramp {ramp!r}")
-    return sigmoid_and_logderivative(t, alpha, ramp == "exp", beta, order, saturation(t.dtype))
+    use_exp = ramp == "exp"
+    half = unsaturated_halfwidth(alpha, use_exp, beta, order, saturation(t.dtype))
+    return sigmoid_and_logderivative(t - 0.5, half, 1.0 / alpha, use_exp, beta, order)

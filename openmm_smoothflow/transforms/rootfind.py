@@ -10,6 +10,7 @@ and the log-derivative of the inverse, ``-log f'(x)``, is computed with the ordi
 forward at the returned x, so Eqs. 10-11 follow by the chain rule. Gradients w.r.t. conditioner
 inputs flow through ``params``.
 """
+import math
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -25,73 +26,67 @@ def multibin_bisection(fn: Callable[[Tensor], Tensor], y: Tensor, lower: float =
     ``y``: any shape S. ``fn`` maps candidates of shape S + (M,) to values of the same shape (M points
     per element, all evaluated in ONE call; each element's ``fn`` must be increasing on the bracket).
 
-    Each iteration evaluates ``n_bins - 1`` interior grid points of every element's bracket plus one
-    regula-falsi point (linear interpolation of the bracket ends), keeps the bin that contains the root
-    and tightens it with the interpolation point. ``n_bins = 2`` is plain bisection (plus the
-    interpolation point). The returned x is the interpolation point; the loop stops when every element
-    has ``|fn(x) - y| <= tol`` (and, if ``xtol > 0``, a bracket no wider than ``xtol``), when the
-    brackets stop shrinking at the dtype's resolution, or after ``max_iter`` iterations. ``y`` outside
-    ``[fn(lower), fn(upper)]`` gives the nearer end. If ``stats`` is a dict, ``stats["iterations"]``
-    and ``stats["evaluations"]`` (calls of ``fn``) are set.
+    Each iteration splits every element's bracket into ``n_bins`` (K) equal bins, evaluates the K - 1
+    interior grid points in one call and keeps the bin containing the root (K = 2 is plain bisection);
+    all brackets have the same width, so no per-element bookkeeping is needed. Once the width is below
+    ``sqrt(tol)`` the bracket end values are tracked and every further call also evaluates the
+    regula-falsi point ``x_hat`` (linear interpolation inside the bracket, error ~ width^2 f''/8):
+    the loop returns ``x_hat`` as soon as every element has ``|fn(x_hat) - y| <= tol`` (and, if
+    ``xtol > 0``, a bracket no wider than ``xtol``), when the width reaches the dtype's resolution,
+    or after ``max_iter`` calls. ``y`` outside ``[fn(lower), fn(upper)]`` gives the nearer end.
 
     Precision: in float64 the default ``tol = 1e-6`` is always reached (typically the residual is far
     smaller); ``tol`` down to ~1e-13 works. In float32 the residual cannot go below roughly
-    ``1e-7 * max(1, f'(x))`` (rounding of x and of f); with ``tol`` smaller than that the loop ends at
-    the bracket resolution (~1e-7 wide), so use ``tol >= 1e-6`` (or ``1e-5`` for steep f) in float32.
+    ``1e-7 * max(1, f'(x))`` (rounding of x and of f); with a smaller ``tol`` the loop ends at the
+    bracket resolution (~1e-7 wide), so use ``tol >= 1e-6`` (or ``1e-5`` for steep f) in float32.
+    If ``stats`` is a dict, ``stats["evaluations"]`` (calls of ``fn``) is set.
     """
     if n_bins < 2:
         raise ValueError("n_bins must be >= 2")
-    if stats is not None:
-        stats["iterations"], stats["evaluations"] = 0, 1
     y = y.detach()
-    eps = torch.finfo(y.dtype).eps
+    resolution = 4.0 * torch.finfo(y.dtype).eps * max(1.0, abs(lower), abs(upper))
+    check_width = max(math.sqrt(tol), xtol)
     frac = torch.arange(0, n_bins + 1, dtype=y.dtype, device=y.device) / n_bins
-    lo = torch.full_like(y, lower)
-    hi = torch.full_like(y, upper)
-    # iteration 0: the full grid including both ends (K + 1 points)
-    pts = lo.unsqueeze(-1) + (hi - lo).unsqueeze(-1) * frac
-    vals = fn(pts)
-    flo, fhi = vals[..., 0], vals[..., -1]
-    lo, hi, flo, fhi = _select(pts, vals, y, lo, hi, flo, fhi, n_bins)
     inner = frac[1:-1]
-    for it in range(max_iter):
-        if stats is not None:
-            stats["iterations"] = it + 1
-            stats["evaluations"] = it + 2
-        width = hi - lo
-        xhat = _interpolate(y, lo, width, flo, fhi)
-        pts = torch.cat([lo.unsqueeze(-1) + width.unsqueeze(-1) * inner, xhat.unsqueeze(-1)], dim=-1)
-        vals = fn(pts)
-        fhat = vals[..., -1]
-        ok = (fhat - y).abs() <= tol
-        if xtol > 0.0:
-            ok = ok & (width <= xtol)
-        if bool(ok.all()) or not bool((width > 4.0 * eps * torch.clamp(hi.abs(), min=1.0)).any()):
-            return xhat
-        full_pts = torch.cat([lo.unsqueeze(-1), pts[..., :-1], hi.unsqueeze(-1)], dim=-1)
-        full_vals = torch.cat([flo.unsqueeze(-1), vals[..., :-1], fhi.unsqueeze(-1)], dim=-1)
-        lo, hi, flo, fhi = _select(full_pts, full_vals, y, lo, hi, flo, fhi, n_bins)
-        # tighten with the interpolation point where it falls inside the chosen bin
-        left = fhat < y
-        move_lo = left & (xhat > lo)
-        move_hi = (~left) & (xhat < hi)
-        lo = torch.where(move_lo, xhat, lo)
-        flo = torch.where(move_lo, fhat, flo)
-        hi = torch.where(move_hi, xhat, hi)
-        fhi = torch.where(move_hi, fhat, fhi)
-    return _interpolate(y, lo, hi - lo, flo, fhi)
+    yk = y.unsqueeze(-1)
+    lo = torch.full_like(y, lower)
+    width = float(upper - lower)
+    flo = fhi = lo
+    tracked = False
+    evaluations = 0
+    for _ in range(max_iter):
+        evaluations += 1
+        if tracked:  # grid + regula-falsi point; bracket end values are known
+            xhat = _interpolate(y, lo, width, flo, fhi)
+            vals = fn(torch.cat([lo.unsqueeze(-1) + width * inner, xhat.unsqueeze(-1)], dim=-1))
+            ok = (vals[..., -1] - y).abs() <= tol
+            if (xtol <= 0.0 or width <= xtol) and bool(ok.all()) or width <= resolution:
+                _record(stats, evaluations)
+                return xhat
+            vals = torch.cat([flo.unsqueeze(-1), vals[..., :-1], fhi.unsqueeze(-1)], dim=-1)
+        elif width / n_bins <= check_width:  # start tracking: the full grid including both ends
+            vals = fn(lo.unsqueeze(-1) + width * frac)
+        else:  # plain multi-bin step: interior points only
+            j = (fn(lo.unsqueeze(-1) + width * inner) < yk).sum(-1)
+            width = width / n_bins
+            lo = lo + j.to(y.dtype) * width
+            continue
+        j = (vals[..., 1:-1] < yk).sum(-1, keepdim=True)  # bin index in [0, K - 1]
+        flo = vals.gather(-1, j).squeeze(-1)
+        fhi = vals.gather(-1, j + 1).squeeze(-1)
+        width = width / n_bins
+        lo = lo + j.squeeze(-1).to(y.dtype) * width
+        tracked = True
+    _record(stats, evaluations)
+    return _interpolate(y, lo, width, flo, fhi) if tracked else lo + 0.5 * width
 
 
-def _select(pts: Tensor, vals: Tensor, y: Tensor, lo: Tensor, hi: Tensor, flo: Tensor, fhi: Tensor,
-            n_bins: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Keep the bin ``[pts_j, pts_{j+1}]`` with ``vals_j < y <= vals_{j+1}`` (pts/vals: S + (K + 1,))."""
-    j = (vals[..., 1:-1] < y.unsqueeze(-1)).sum(-1, keepdim=True)  # in [0, K - 1]
-    j1 = j + 1
-    return (pts.gather(-1, j).squeeze(-1), pts.gather(-1, j1).squeeze(-1),
-            vals.gather(-1, j).squeeze(-1), vals.gather(-1, j1).squeeze(-1))
+def _record(stats: Optional[dict], evaluations: int) -> None:
+    if stats is not None:
+        stats["evaluations"] = evaluations
 
 
-def _interpolate(y: Tensor, lo: Tensor, width: Tensor, flo: Tensor, fhi: Tensor) -> Tensor:
+def _interpolate(y: Tensor, lo: Tensor, width: float, flo: Tensor, fhi: Tensor) -> Tensor:
     df = fhi - flo
     pos = df > 0
     r = torch.where(pos, (y - flo) / torch.where(pos, df, torch.ones_like(df)), torch.full_like(df, 0.5))
