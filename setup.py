@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["openmm_smoothflow", "openmm_smoothflow.*"]),
-    package_data={"openmm_smoothflow": ["data/*.pdb", "data/*.pt", "data/*.md", "data/*.json"]},
+    package_data={"openmm_smoothflow": ["data/*.pdb", "data/*.pt", "data/*.md", "data/*.json", "data/*.npz"]},
     install_requires=PINNED + ["numpy", "mdtraj", "matplotlib", "tqdm"],
     extras_require={"test": ["pytest", "openmmml==1.8"]},
     entry_points={

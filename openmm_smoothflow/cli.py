@@ -24,6 +24,7 @@ BENCHES = {
     "speed": ("openmm_smoothflow.benchmarks.speed", "ms per MD step, flow vs classical"),
     "train": ("openmm_smoothflow.benchmarks.train", "training throughput and peak memory"),
     "nve": ("openmm_smoothflow.benchmarks.nve", "energy conservation in NVE (Fig. 4)"),
+    "toy": ("openmm_smoothflow.benchmarks.toy", "2-D toy problems: smooth vs spline force fields (Fig. 2)"),
 }
 
 

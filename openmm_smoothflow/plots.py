@@ -93,17 +93,24 @@ def energy_histograms(series: Dict[str, np.ndarray], path: PathLike, title: str 
 
 
 def force_field_2d(grids: Dict[str, np.ndarray], extent: Sequence[float], path: PathLike,
-                   density: Optional[Dict[str, np.ndarray]] = None) -> None:
+                   density: Optional[Dict[str, np.ndarray]] = None, ncols: Optional[int] = None,
+                   quiver_kw: Optional[Dict] = None) -> None:
     """2-D force fields (name -> (ny, nx, 2) forces on a grid over ``extent``) as quiver panels over
-    an optional density image per panel (toy problems, the paper's Fig. 2)."""
+    an optional density image per panel (toy problems, the paper's Fig. 2). ``ncols`` wraps the panels
+    into rows (default: one row); ``quiver_kw`` overrides the ``ax.quiver`` options (e.g. a shared
+    ``scale``). NaN forces draw no arrow."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(grids), figsize=(4.0 * len(grids), 4.0), squeeze=False)
-    for ax, (name, field) in zip(axes[0], grids.items()):
+    ncols = ncols or len(grids)
+    nrows = -(-len(grids) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 4.0 * nrows), squeeze=False)
+    for ax, (name, field) in zip(axes.flat, grids.items()):
         ny, nx, _ = field.shape
         xs = np.linspace(extent[0], extent[1], nx)
         ys = np.linspace(extent[2], extent[3], ny)
         if density is not None and name in density:
             ax.imshow(density[name], origin="lower", extent=extent, cmap="Greys", aspect="auto")
-        ax.quiver(xs, ys, field[..., 0], field[..., 1], color="tab:red", angles="xy")
+        ax.quiver(xs, ys, field[..., 0], field[..., 1], **{"color": "tab:red", "angles": "xy", **(quiver_kw or {})})
         ax.set(title=name, xlim=extent[:2], ylim=extent[2:])
+    for ax in axes.flat[len(grids):]:
+        ax.axis("off")
     _save(fig, path)

@@ -3,7 +3,8 @@ C-infinity vs C^1 contrast, numerical robustness at edges and extreme params, To
 import pytest
 import torch
 
-from openmm_smoothflow.transforms import Affine, BumpMixture, RationalQuadraticSpline, generalized_sigmoid
+from openmm_smoothflow.transforms import (Affine, BumpMixture, RationalQuadraticSpline, exp_ramp, generalized_sigmoid,
+                                          monomial_ramp)
 
 F64 = torch.float64
 
@@ -122,6 +123,28 @@ def test_circular_derivatives_match_at_0_and_1(name):
         assert (d0[1] - d1[1]).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("circular", [False, True])
+@pytest.mark.parametrize("ramp", [dict(), dict(beta=1), dict(ramp="monomial", order=3)])
+def test_bump_mixture_matches_reference_formulas(circular, ramp):
+    """Eq. 7 and the wrapped closed form F(x) = sum_{k in -1,0,1} (g(x+k) - g(k)), written out directly."""
+    t = BumpMixture(4, circular=circular, **ramp)
+    params = rand_params(t, 2, 1, scale=2.0, seed=7).expand(2, 201, t.n_params)
+    x = grid(n=201, batch=2)
+    a, b, c, alpha, w = t.constrained(params)
+
+    def g(v):
+        return generalized_sigmoid(a * (v.unsqueeze(-1) - b) + 0.5, alpha, ramp.get("ramp", "exp"),
+                                   ramp.get("beta", 2), ramp.get("order", 2))[0]
+
+    zero, one = torch.zeros_like(x), torch.ones_like(x)
+    if circular:
+        cdf = sum(g(x + k) - g(zero + k) for k in (-1.0, 0.0, 1.0))
+    else:
+        cdf = (g(x) - g(zero)) / (g(one) - g(zero))
+    ref = (w * ((1 - c) * cdf + c * x.unsqueeze(-1))).sum(-1)
+    torch.testing.assert_close(t(x, params)[0], ref, atol=1e-13, rtol=0)
+
+
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_logdet_equals_autograd(name):
     t = FACTORIES[name]()
@@ -229,6 +252,17 @@ def test_generalized_sigmoid_is_finite_everywhere(ramp, dtype):
         assert v is None or torch.isfinite(v).all()
     assert ((s >= 0) & (s <= 1)).all()
     torch.testing.assert_close(s.detach()[5::9], torch.full((3,), 0.5, dtype=dtype))
+
+
+def test_ramps():
+    x = torch.tensor([-1.0, 0.0, 0.5, 1.0], dtype=F64, requires_grad=True)
+    r = exp_ramp(x, torch.tensor(0.5, dtype=F64), beta=2)
+    expected = torch.tensor([0.0, 0.0, -8.0, -2.0], dtype=F64).exp() * torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=F64)
+    torch.testing.assert_close(r.detach(), expected)
+    (d,) = torch.autograd.grad(r.sum(), x, create_graph=True)
+    (d2,) = torch.autograd.grad(d.sum(), x)
+    assert torch.isfinite(d2).all() and d[:2].abs().max() == 0
+    torch.testing.assert_close(monomial_ramp(x.detach(), 3), torch.tensor([0.0, 0.0, 0.125, 1.0], dtype=F64))
 
 
 def test_sigmoid_value_in_log_domain_matches_definition():

@@ -13,7 +13,7 @@ forward, implicit gradients). Timed per call:
 Each of ``--repeats`` repeats times ``n`` consecutive calls (``n`` calibrated so a repeat lasts at least
 ``--min-time`` s); mean +- std over repeats of the per-call time in ms. The best K per dim is the fastest.
 
-Default batch size 100 (float32, 2 threads): the full table (6 dims x (1 + 8) methods x 2 modes x 5
+Default batch size 64 (float32, torch threads): the full table (6 dims x (1 + 8) methods x 2 modes x 5
 repeats) takes a few minutes on 2 CPU cores; larger batches mostly scale the large-dim rows linearly.
 """
 import argparse
@@ -33,7 +33,7 @@ BINS = [2 ** m for m in range(1, 9)]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dims", type=int, nargs="+", default=DIMS, help="tensor dims (default: %(default)s)")
     parser.add_argument("--bins", type=int, nargs="+", default=BINS, help="bisection bins K (default: 2..256)")
-    parser.add_argument("--batch-size", type=int, default=100, help="batch size B (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size B (default: %(default)s)")
     parser.add_argument("--spline-bins", type=int, default=8, help="spline bins (default: %(default)s)")
     parser.add_argument("--hidden", type=int, default=64, help="conditioner hidden units (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats (default: %(default)s)")

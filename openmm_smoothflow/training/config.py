@@ -44,6 +44,8 @@ class TrainConfig:
     threads: int = 0                      # torch threads (0: leave torch's default)
     dtype: str = "float32"                # training precision
     resume: bool = False                  # continue from out/last.pt
+    init: Optional[str] = None            # start from the weights of this checkpoint (fresh optimiser):
+                                          # e.g. NLL pre-training, then force matching
 
     def validate(self) -> None:
         if not self.data:

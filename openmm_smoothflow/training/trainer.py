@@ -16,7 +16,7 @@ from typing import Any, Dict
 
 import torch
 
-from .checkpoint import build_generator, generator_state, load_checkpoint, save_checkpoint
+from .checkpoint import build_generator, generator_state, load_checkpoint, load_generator, save_checkpoint
 from .config import TrainConfig, add_config_arguments, config_from_args
 from .losses import LossWeights, combined_loss
 
@@ -70,6 +70,11 @@ class Trainer:
         gen_config = default_config(**{**config.model, "kind": config.kind, "inverted": config.inverted,
                                        "temperature": self.data.temperature})
         self.generator = BoltzmannGenerator(zmatrix_from_topology(pdb.topology), elements, gen_config).to(self.dtype)
+        if config.init:
+            start, _ = load_generator(config.init)
+            if start.config != self.generator.config:
+                raise ValueError(f"--init {config.init}: its architecture differs from this run's")
+            self.generator.load_state_dict(start.to(self.dtype).state_dict())
         self.model = self.generator
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -95,6 +100,7 @@ class Trainer:
 
     def _provenance(self) -> Dict[str, Any]:
         return {"data": [str(p) for p in self.config.data], "frames": int(len(self.positions)),
+                "init": self.config.init,
                 "stride": self.config.stride, "loss_weights": {"kl": self.config.kl, "fm": self.config.fm},
                 "command": " ".join(sys.argv), "epochs_done": self.state["epoch"],
                 "best_epoch": self.state["best_epoch"], "best_val_loss": self.state["best_val"],

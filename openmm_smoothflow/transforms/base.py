@@ -1,6 +1,6 @@
 """The interface shared by every elementwise bijection of [0, 1] or of the circle."""
 
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -49,27 +49,10 @@ class ElementwiseTransform(nn.Module):
         raise NotImplementedError
 
     @torch.jit.unused
-    def value_fn(self, params: Tensor):
-        """Returns ``fn(x (B, D, M)) -> f(x) (B, D, M)`` with ``params`` prepared once (no autograd)."""
-        params = params.detach()
-        try:
-            with torch.no_grad():
-                prep = self._prepare(params)
-        except NotImplementedError:  # a subclass that only implements forward: expand over M
-            def fallback(x: Tensor) -> Tensor:
-                m = x.shape[-1]
-                xm = x.movedim(-1, 0).reshape(m * x.shape[0], *x.shape[1:-1])
-                with torch.no_grad():
-                    ym = self.forward(xm, params.repeat(m, *([1] * (params.dim() - 1))))[0]
-                return ym.reshape(m, *x.shape[:-1]).movedim(0, -1)
-
-            return fallback
-
-        def fn(x: Tensor) -> Tensor:
-            with torch.no_grad():
-                return self._evaluate(x, prep, False)[0]
-
-        return fn
+    def value_fn(self, params: Tensor) -> "PreparedTransform":
+        """Returns a callable ``fn(x (B, D, M)) -> f(x) (B, D, M)`` with ``params`` prepared once (no
+        autograd); ``fn.log_derivative(x (B, D)) -> log f'(x) (B, D)`` reuses the same preparation."""
+        return PreparedTransform(self, params)
 
     @torch.jit.unused
     def inverse(self, y: Tensor, params: Tensor) -> Tuple[Tensor, Tensor]:
@@ -80,3 +63,31 @@ class ElementwiseTransform(nn.Module):
 
         return rootfind_inverse(self, y, params, n_bins=self.rootfind_bins, tol=self.rootfind_tol,
                                 max_iter=self.rootfind_max_iter)
+
+
+class PreparedTransform:
+    """A transform with its params prepared once, for root finding (no autograd)."""
+
+    def __init__(self, transform: ElementwiseTransform, params: Tensor) -> None:
+        self.transform = transform
+        self.params = params.detach()
+        try:
+            with torch.no_grad():
+                self.prep: Optional[List[Tensor]] = transform._prepare(self.params)
+        except NotImplementedError:  # a subclass that only implements forward: expand over M
+            self.prep = None
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            if self.prep is not None:
+                return self.transform._evaluate(x, self.prep, False)[0]
+            m, p = x.shape[-1], self.params
+            xm = x.movedim(-1, 0).reshape(m * x.shape[0], *x.shape[1:-1])
+            ym = self.transform.forward(xm, p.repeat(m, *([1] * (p.dim() - 1))))[0]
+            return ym.reshape(m, *x.shape[:-1]).movedim(0, -1)
+
+    def log_derivative(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            if self.prep is not None:
+                return self.transform._evaluate(x.unsqueeze(-1), self.prep, True)[1].squeeze(-1)
+            return self.transform.forward(x, self.params)[1]

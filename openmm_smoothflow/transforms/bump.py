@@ -17,7 +17,8 @@ interval (at least half of a bump centred in [0, 1] lies inside).
 
 Parametrisation: raw params (B, D, 5 K), read as (B, D, 5, K) = [a | b | c | alpha | w] blocks of K:
 
-* ``a_i = 1 + softplus(raw)``                                        (>= 1: support at most 1 wide)
+* ``a_i = 1 + exp(min(raw, 9))``                                     (>= 1: support at most 1 wide; the
+  exponential reaches the sharp peaks of stiff bonds, a ~ 100, in a few optimiser steps)
 * ``b_i = sigmoid(raw + logit((i + 1/2) / K))``                      (params == 0 spreads the K bumps)
 * ``c_i = c_min + (1 - c_min) sigmoid(raw + c_offset)``              (in (c_min, 1]; floor keeps f' > 0;
   ``c_offset = 3`` gives ``1 - c ~ 0.047`` at params == 0: close to the identity)
@@ -90,7 +91,7 @@ class BumpMixture(ElementwiseTransform):
     def constrained(self, params: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """``(a, b, c, alpha, w)``, each (B, D, K), from raw params (B, D, 5 K)."""
         p = params.reshape(list(params.shape[:-1]) + [5, self.n_components])
-        a = 1.0 + F.softplus(p[..., 0, :])
+        a = 1.0 + torch.exp(p[..., 0, :].clamp(max=9.0))  # a <= 1 + e^9: supports no narrower than ~1e-4
         b = torch.sigmoid(p[..., 1, :] + self.b_offset.to(params.dtype))
         c = self.c_min + (1.0 - self.c_min) * torch.sigmoid(p[..., 2, :] + self.c_offset)
         alpha = F.softplus(p[..., 3, :]) + self.alpha_min
@@ -102,7 +103,7 @@ class BumpMixture(ElementwiseTransform):
         ``f(x) = sum_i u_i G_i(x) - off + cbar x``, ``u_i = w_i (1 - c_i) / (g_i(1) - g_i(0))`` (interval)
         or ``w_i (1 - c_i)`` (circle), ``half`` the ramp's unsaturated half-width (``ramps.py``)."""
         p = params.reshape(list(params.shape[:-1]) + [5, self.n_components]).unsqueeze(-2)
-        a = 1.0 + F.softplus(p[..., 0, :, :])
+        a = 1.0 + torch.exp(p[..., 0, :, :].clamp(max=9.0))  # a <= 1 + e^9: supports no narrower than ~1e-4
         b = torch.sigmoid(p[..., 1, :, :] + self.b_offset.to(params.dtype))
         one_minus_c = (1.0 - self.c_min) * torch.sigmoid(-(p[..., 2, :, :] + self.c_offset))
         alpha = F.softplus(p[..., 3, :, :]) + self.alpha_min

@@ -9,8 +9,9 @@ Two ramps (paper section 4):
 The generalized sigmoid ``sigma(t) = rho(t) / (rho(t) + rho(1-t))`` equals ``sigmoid(s(t))`` with the
 logit ``s(t) = log rho(t) - log rho(1-t)``:
 
-* exp ramp:      ``s = 1/(alpha (1-t)^beta) - 1/(alpha t^beta)``, ``s' = beta (1/(alpha t^(beta+1)) + 1/(alpha (1-t)^(beta+1)))``
-* monomial ramp: ``s = k (log t - log(1-t))``,                       ``s' = k / (t (1-t))``
+* exp ramp:      ``s = 1/(alpha (1-t)^beta) - 1/(alpha t^beta)``,
+                 ``s' = beta (1/(alpha t^(beta+1)) + 1/(alpha (1-t)^(beta+1)))``
+* monomial ramp: ``s = k (log t - log(1-t))``, ``s' = k / (t (1-t))``
 
 and ``log sigma'(t) = logsigmoid(s) + logsigmoid(-s) + log s' = 2 logsigmoid(s) - s + log s'``.
 

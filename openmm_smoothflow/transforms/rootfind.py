@@ -17,29 +17,32 @@ import torch
 from torch import Tensor
 
 
-def multibin_bisection(fn: Callable[[Tensor], Tensor], y: Tensor, lower: float = 0.0, upper: float = 1.0,
+def multibin_bisection(func: Callable[[Tensor], Tensor], y: Tensor, lower: float = 0.0, upper: float = 1.0,
                        n_bins: int = 100, tol: float = 1e-6, max_iter: int = 100,
-                       xtol: float = 0.0, stats: Optional[dict] = None) -> Tensor:
-    """Solve ``fn(x) = y`` elementwise for ``x`` in ``[lower, upper]``; no autograd (use
+                       xtol: float = 0.0, stats: Optional[dict] = None,
+                       max_points: int = 2 ** 20) -> Tensor:
+    """Solve ``func(x) = y`` elementwise for ``x`` in ``[lower, upper]``; no autograd (use
     ``implicit_inverse`` for gradients).
 
-    ``y``: any shape S. ``fn`` maps candidates of shape S + (M,) to values of the same shape (M points
-    per element, all evaluated in ONE call; each element's ``fn`` must be increasing on the bracket).
+    ``y``: any shape S. ``func`` maps candidates of shape S + (M,) to values of the same shape (M points
+    per element, all evaluated in ONE call; each element's function must be increasing on the bracket).
 
     Each iteration splits every element's bracket into ``n_bins`` (K) equal bins, evaluates the K - 1
     interior grid points in one call and keeps the bin containing the root (K = 2 is plain bisection);
     all brackets have the same width, so no per-element bookkeeping is needed. Once the width is below
-    ``sqrt(tol)`` the bracket end values are tracked and every further call also evaluates the
-    regula-falsi point ``x_hat`` (linear interpolation inside the bracket, error ~ width^2 f''/8):
-    the loop returns ``x_hat`` as soon as every element has ``|fn(x_hat) - y| <= tol`` (and, if
+    ``sqrt(tol)`` the bracket end values are tracked and before each further step the regula-falsi
+    point ``x_hat`` (linear interpolation inside the bracket, error ~ width^2 f''/8) is evaluated
+    alone: the loop returns ``x_hat`` as soon as every element has ``|func(x_hat) - y| <= tol`` (and, if
     ``xtol > 0``, a bracket no wider than ``xtol``), when the width reaches the dtype's resolution,
-    or after ``max_iter`` calls. ``y`` outside ``[fn(lower), fn(upper)]`` gives the nearer end.
+    or after ``max_iter`` steps. ``y`` outside ``[func(lower), func(upper)]`` gives the nearer end.
 
     Precision: in float64 the default ``tol = 1e-6`` is always reached (typically the residual is far
     smaller); ``tol`` down to ~1e-13 works. In float32 the residual cannot go below roughly
     ``1e-7 * max(1, f'(x))`` (rounding of x and of f); with a smaller ``tol`` the loop ends at the
     bracket resolution (~1e-7 wide), so use ``tol >= 1e-6`` (or ``1e-5`` for steep f) in float32.
-    If ``stats`` is a dict, ``stats["evaluations"]`` (calls of ``fn``) is set.
+    If ``stats`` is a dict, ``stats["evaluations"]`` (sequential calls of ``func``) is set.
+    A round with more than ``max_points`` candidate points is evaluated in slices along the candidate
+    axis (same result; bounded memory and better cache use for large K x elements).
     """
     if n_bins < 2:
         raise ValueError("n_bins must be >= 2")
@@ -54,16 +57,20 @@ def multibin_bisection(fn: Callable[[Tensor], Tensor], y: Tensor, lower: float =
     flo = fhi = lo
     tracked = False
     evaluations = 0
+    def fn(pts: Tensor) -> Tensor:
+        return _chunked(func, pts, max_points)
+
     for _ in range(max_iter):
-        evaluations += 1
-        if tracked:  # grid + regula-falsi point; bracket end values are known
+        if tracked:  # check the regula-falsi point first: usually the last evaluation needed
             xhat = _interpolate(y, lo, width, flo, fhi)
-            vals = fn(torch.cat([lo.unsqueeze(-1) + width * inner, xhat.unsqueeze(-1)], dim=-1))
-            ok = (vals[..., -1] - y).abs() <= tol
+            evaluations += 1
+            ok = (fn(xhat.unsqueeze(-1)).squeeze(-1) - y).abs() <= tol
             if (xtol <= 0.0 or width <= xtol) and bool(ok.all()) or width <= resolution:
                 _record(stats, evaluations)
                 return xhat
-            vals = torch.cat([flo.unsqueeze(-1), vals[..., :-1], fhi.unsqueeze(-1)], dim=-1)
+        evaluations += 1
+        if tracked:  # interior grid; the bracket end values are known
+            vals = torch.cat([flo.unsqueeze(-1), fn(lo.unsqueeze(-1) + width * inner), fhi.unsqueeze(-1)], dim=-1)
         elif width / n_bins <= check_width:  # start tracking: the full grid including both ends
             vals = fn(lo.unsqueeze(-1) + width * frac)
         else:  # plain multi-bin step: interior points only
@@ -81,15 +88,22 @@ def multibin_bisection(fn: Callable[[Tensor], Tensor], y: Tensor, lower: float =
     return _interpolate(y, lo, width, flo, fhi) if tracked else lo + 0.5 * width
 
 
+def _chunked(fn: Callable[[Tensor], Tensor], pts: Tensor, max_points: int) -> Tensor:
+    m = pts.shape[-1]
+    step = max(1, max_points // max(1, pts.numel() // m))
+    if step >= m:
+        return fn(pts)
+    return torch.cat([fn(pts[..., i:i + step]) for i in range(0, m, step)], dim=-1)
+
+
 def _record(stats: Optional[dict], evaluations: int) -> None:
     if stats is not None:
         stats["evaluations"] = evaluations
 
 
 def _interpolate(y: Tensor, lo: Tensor, width: float, flo: Tensor, fhi: Tensor) -> Tensor:
-    df = fhi - flo
-    pos = df > 0
-    r = torch.where(pos, (y - flo) / torch.where(pos, df, torch.ones_like(df)), torch.full_like(df, 0.5))
+    """Regula-falsi point in ``[lo, lo + width]`` (a flat bracket, fhi == flo, gives one of its ends)."""
+    r = (y - flo) / (fhi - flo).clamp_min(torch.finfo(y.dtype).tiny)
     return lo + r.clamp(0.0, 1.0) * width
 
 
@@ -155,6 +169,8 @@ def rootfind_inverse(transform, y: Tensor, params: Tensor, n_bins: int = 100, to
     fn = transform.value_fn(params)
     x_root = multibin_bisection(fn, y, 0.0, 1.0, n_bins=n_bins, tol=tol, max_iter=max_iter, xtol=xtol,
                                 stats=stats)
+    if not (torch.is_grad_enabled() and (y.requires_grad or params.requires_grad)):
+        return x_root, -fn.log_derivative(x_root)  # no graph needed: reuse the prepared params
     x = implicit_inverse(transform.forward, x_root, y, params)
     _, logd = transform.forward(x, params)
     return x, -logd

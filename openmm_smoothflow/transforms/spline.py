@@ -81,7 +81,8 @@ class RationalQuadraticSpline(ElementwiseTransform):
     def _lookup(self, knots: Tensor, prep: List[Tensor], v: Tensor) -> List[Tensor]:
         """Bin data at ``v`` (B, D, M): bin index from the inner knots, then one ``index_select`` of the
         flattened per-bin table -> 8 tensors (B, D, M)."""
-        if self.n_bins <= 16:  # counting knots below v beats searchsorted on CPU for few bins
+        if self.n_bins <= 16 and v.numel() >= 8192:  # counting knots beats searchsorted on CPU for
+            # few bins and many points (for few points the op count matters more)
             idx = prep[3] + torch.zeros(v.shape, dtype=torch.long, device=v.device)
             for i in range(self.n_bins - 1):
                 idx.add_(v >= knots[..., i:i + 1])
