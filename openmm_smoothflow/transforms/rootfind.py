@@ -57,6 +57,7 @@ def multibin_bisection(func: Callable[[Tensor], Tensor], y: Tensor, lower: float
     flo = fhi = lo
     tracked = False
     evaluations = 0
+
     def fn(pts: Tensor) -> Tensor:
         return _chunked(func, pts, max_points)
 
