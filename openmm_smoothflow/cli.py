@@ -25,6 +25,7 @@ BENCHES = {
     "train": ("openmm_smoothflow.benchmarks.train", "training throughput and peak memory"),
     "nve": ("openmm_smoothflow.benchmarks.nve", "energy conservation in NVE (Fig. 4)"),
     "toy": ("openmm_smoothflow.benchmarks.toy", "2-D toy problems: smooth vs spline force fields (Fig. 2)"),
+    "losses": ("openmm_smoothflow.benchmarks.losses", "Table 1 (reduced): smooth vs spline under NLL/FM/KL loss weights"),
 }
 
 

@@ -33,7 +33,7 @@ def ramachandran(panels: Dict[str, np.ndarray], path: PathLike, bins: int = 60) 
     from matplotlib.colors import LogNorm
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False, layout="constrained")
     for ax, (name, angles) in zip(axes[0], panels.items()):
         angles = np.asarray(angles)
         h, xe, ye = np.histogram2d(angles[:, 0], angles[:, 1], bins=bins, range=[[-np.pi, np.pi]] * 2,
@@ -79,16 +79,27 @@ def force_scatter(reference: np.ndarray, predicted: np.ndarray, path: PathLike, 
 
 
 def energy_histograms(series: Dict[str, np.ndarray], path: PathLike, title: str = "", bins: int = 60,
-                      xlabel: str = "energy - min (kT)") -> None:
-    """Overlaid histograms of energies (kT), each shifted so its minimum is 0 (the paper's Fig. 3c)."""
+                      xlabel: str = "energy - min (kT)", quantile: float = 0.9) -> None:
+    """Overlaid histograms of energies (kT), each shifted so its minimum is 0 (the paper's Fig. 3c).
+
+    The x range ends at the ``quantile`` of the shifted energies of all series, so a few clashing
+    samples (target energies of 1e6 kT and more) do not flatten the plot; the legend says how many
+    values of each series lie beyond it.
+    """
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    shifted = {}
     for name, values in series.items():
         values = np.asarray(values, dtype=float)
         values = values[np.isfinite(values)]
-        ax.hist(values - values.min(), bins=bins, density=True, histtype="step", label=name, lw=1.2)
-    ax.set(xlabel=xlabel, ylabel="density", title=title)
-    ax.legend()
+        shifted[name] = values - values.min()
+    xmax = float(np.quantile(np.concatenate(list(shifted.values())), quantile))
+    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    for name, values in shifted.items():
+        beyond = int((values > xmax).sum())
+        label = f"{name} ({beyond} beyond)" if beyond else name
+        ax.hist(values[values <= xmax], bins=bins, range=(0.0, xmax), density=True, histtype="step", label=label, lw=1.2)
+    ax.set(xlabel=xlabel, ylabel="density", title=title, xlim=(0.0, xmax))
+    ax.legend(fontsize=7)
     _save(fig, path)
 
 

@@ -35,6 +35,7 @@ import math
 from typing import List, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .zmatrix import ZMatrix, backbone_dihedrals, torsion_indices, zmatrix_from_topology  # noqa: F401
@@ -103,6 +104,12 @@ class UnitBox(nn.Module):
         ut = torch.remainder((torsions + math.pi) / (2 * math.pi), 1.0)
         return ub, ua, ut, self._logdet(bonds)
 
+    def backward(self, grad_ub: Tensor, grad_ua: Tensor, grad_ut: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Cotangents of ``forward``'s (ub, ua, ut) -> of (bonds, angles, torsions) (its derivatives)."""
+        dt = grad_ub.dtype
+        return (grad_ub / (self.bond_hi.to(dt) - self.bond_lo.to(dt)),
+                grad_ua / (self.angle_hi.to(dt) - self.angle_lo.to(dt)), grad_ut * (1.0 / (2 * math.pi)))
+
     @torch.jit.export
     def inverse(self, ub: Tensor, ua: Tensor, ut: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         dt = ub.dtype
@@ -139,6 +146,9 @@ class InternalCoordinates(nn.Module):
         # atoms gives the bond (d0), the frame's second bond / a row's bond-angle arm (d1) and d2.
         quads = [(i1, i0, i2, i2)] + list(zmatrix.rows)
         self.register_buffer("gather_index", torch.tensor(quads, dtype=torch.long).reshape(-1))
+        # bonds among the (B, R+1, 2) arm lengths |d0|, |d1|: the frame's two, then each row's |d0|
+        bond_index = [0, 1] + [2 * row for row in range(1, self.n_rows + 1)]
+        self.register_buffer("bond_index", torch.tensor(bond_index, dtype=torch.long), persistent=False)
         self.unit_box = UnitBox(self.n_bonds, self.n_angles, self.n_torsions, bond_range, angle_range)
         # Inverse: rows sorted by placement depth, placed level by level.
         levels = zmatrix.row_levels()
@@ -158,25 +168,70 @@ class InternalCoordinates(nn.Module):
         return f"n_atoms={self.n_atoms}, bonds={self.n_bonds}, angles={self.n_angles}, torsions={self.n_torsions}"
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        bonds, angles, torsions, logdet, _ = self.forward_cached(x)
+        return bonds, angles, torsions, logdet
+
+    def forward_cached(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, List[Tensor]]:
+        """``forward`` plus the intermediates :meth:`backward` needs."""
         b = x.shape[0]
         g = x.index_select(1, self.gather_index).view(b, self.n_rows + 1, 4, 3)
         d = g[:, :, :3] - g[:, :, 1:]                                    # (B, R+1, 3, 3): d0, d1, d2
-        d0, d1, d2 = d[:, :, 0], d[:, :, 1], d[:, :, 2]
-        r = torch.sqrt(torch.sum(d[:, :, :2] * d[:, :, :2], dim=-1) + 1e-20)   # (B, R+1, 2)
-        n = torch.linalg.cross(d[:, :, :2], d[:, :, 1:], dim=-1)          # n0 = d0 x d1, n1 = d1 x d2
+        d01 = d[:, :, :2]
+        r = torch.sqrt(torch.sum(d01 * d01, dim=-1) + 1e-20)              # (B, R+1, 2)
+        n = torch.linalg.cross(d01, d[:, :, 1:], dim=-1)                   # n0 = d0 x d1, n1 = d1 x d2
+        d0, d1 = d[:, :, 0], d[:, :, 1]
         n0, n1 = n[:, :, 0], n[:, :, 1]
         # angle(i, j, k) between d0 = x_i - x_j and -d1 = x_k - x_j
-        angles = torch.atan2(torch.sqrt(torch.sum(n0 * n0, dim=-1) + 1e-20), -torch.sum(d0 * d1, dim=-1))
-        bonds = torch.cat([r[:, :1, 0], r[:, :1, 1], r[:, 1:, 0]], dim=1)
-        # dihedral(i, j, k, l) with b1 = -d0, b2 = -d1, b3 = -d2 (mdtraj's formula)
-        n0r, n1r = n0[:, 1:], n1[:, 1:]
-        ty = -torch.sum(d0[:, 1:] * n1r, dim=-1) * r[:, 1:, 1]
-        tx = torch.sum(n1r * n0r, dim=-1)
+        sin_part = torch.sqrt(torch.sum(n0 * n0, dim=-1) + 1e-20)
+        cos_part = -torch.sum(d0 * d1, dim=-1)
+        angles = torch.atan2(sin_part, cos_part)
+        bonds = r.flatten(1).index_select(1, self.bond_index)          # r01, r02, then each row's bond
+        # dihedral(i, j, k, l) with b1 = -d0, b2 = -d1, b3 = -d2 (mdtraj's formula); the frame
+        # pseudo-row (d2 = 0) gets tx = ty = 0, i.e. the degenerate branch, and is dropped
+        d0n1 = torch.sum(d0 * n1, dim=-1)
+        ty = -d0n1 * r[:, :, 1]
+        tx = torch.sum(n1 * n0, dim=-1)
         ok = tx * tx + ty * ty > 1e-30
         t = torch.atan2(torch.where(ok, ty, torch.zeros_like(ty)), torch.where(ok, tx, torch.ones_like(tx)))
-        torsions = torch.where(t <= -math.pi, t + 2 * math.pi, t)
+        torsions = torch.where(t <= -math.pi, t + 2 * math.pi, t)[:, 1:]
         logdet = -(2.0 * torch.log(bonds).sum(dim=1) + log_sin(angles).sum(dim=1))
-        return bonds, angles, torsions, logdet
+        return bonds, angles, torsions, logdet, [d, r, n, sin_part, cos_part, d0n1, tx, ty, ok, bonds, angles]
+
+    def backward(self, grad_bonds: Tensor, grad_angles: Tensor, grad_torsions: Tensor, grad_logdet: float,
+                 cache: List[Tensor]) -> Tensor:
+        """The gradient w.r.t. the positions (B, N, 3) of ``sum(grad_bonds * bonds) + ... + grad_logdet *
+        logdet`` (the derivatives of ``forward``, written out; no autograd), from ``forward_cached``'s cache."""
+        d, r, n, sin_part, cos_part, d0n1, tx, ty, ok, bonds, angles = cache
+        b = d.shape[0]
+        d0, d1 = d[:, :, 0], d[:, :, 1]
+        n0, n1 = n[:, :, 0], n[:, :, 1]
+        # log-Jacobian: d(-logdet)/d bond = 2 / r, d(-logdet)/d angle = sin cos / (sin^2 + 1e-12)
+        sin_a = torch.sin(angles)
+        grad_bonds = grad_bonds - grad_logdet * (2.0 / bonds)
+        grad_angles = grad_angles - grad_logdet * (sin_a * torch.cos(angles) / (sin_a * sin_a + 1e-12))
+        grad_r = torch.zeros_like(r).flatten(1).index_copy(1, self.bond_index, grad_bonds).view(r.shape)
+        # torsion t = atan2(ty, tx) (0 with zero gradient where degenerate), ty = -(d0 . n1) |d1|, tx = n1 . n0
+        grad_t = torch.cat([torch.zeros_like(grad_torsions[:, :1]), grad_torsions], dim=1)
+        grad_t = torch.where(ok, grad_t / torch.where(ok, tx * tx + ty * ty, torch.ones_like(tx)), torch.zeros_like(tx))
+        grad_ty, grad_tx = grad_t * tx, -grad_t * ty
+        grad_r = grad_r - torch.stack([torch.zeros_like(d0n1), grad_ty * d0n1], dim=-1)
+        grad_d0n1 = -grad_ty * r[:, :, 1]
+        # angle = atan2(s, c), s = |n0| (regularised), c = -(d0 . d1)
+        inv = grad_angles / (sin_part * sin_part + cos_part * cos_part)
+        grad_s, grad_c = inv * cos_part, -inv * sin_part
+        # cotangents of n = [n0, n1] and of d = [d0, d1, d2] (B, R+1, k, 3)
+        grad_n = torch.stack([(grad_s / sin_part).unsqueeze(-1) * n0, grad_d0n1.unsqueeze(-1) * d0], dim=2) \
+            + grad_tx.unsqueeze(-1).unsqueeze(-1) * n.flip(2)
+        d01 = d[:, :, :2]
+        grad_d01 = (grad_r / r).unsqueeze(-1) * d01 - grad_c.unsqueeze(-1).unsqueeze(-1) * d01.flip(2)
+        grad_d01 = grad_d01 + torch.stack([grad_d0n1.unsqueeze(-1) * n1, torch.zeros_like(n1)], dim=2)
+        # n = d01 x d12: d(g . (a x b))/da = b x g, d/db = g x a
+        grad_d = F.pad(grad_d01 + torch.linalg.cross(d[:, :, 1:], grad_n, dim=-1), (0, 0, 0, 1)) \
+            + F.pad(torch.linalg.cross(grad_n, d01, dim=-1), (0, 0, 1, 0))
+        # d = [x_i - x_j, x_j - x_k, x_k - x_l] for the gathered atoms (i, j, k, l)
+        grad_g = F.pad(grad_d, (0, 0, 0, 1)) - F.pad(grad_d, (0, 0, 1, 0))
+        grad_x = torch.zeros(b, self.n_atoms, 3, dtype=d.dtype, device=d.device)
+        return grad_x.index_add(1, self.gather_index, grad_g.view(b, -1, 3))
 
     @torch.jit.unused
     def inverse(self, bonds: Tensor, angles: Tensor, torsions: Tensor) -> Tuple[Tensor, Tensor]:

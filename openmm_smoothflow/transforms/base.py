@@ -29,6 +29,7 @@ class ElementwiseTransform(nn.Module):
 
     n_params: int
     circular: bool
+    has_jacobian = False  # implements forward_and_jacobian
 
     def __init__(self, n_params: int, circular: bool) -> None:
         super().__init__()
@@ -41,6 +42,12 @@ class ElementwiseTransform(nn.Module):
     def forward(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor]:
         y, logd = self._evaluate(x.unsqueeze(-1), self._prepare(params), True)
         return y.squeeze(-1), logd.squeeze(-1)
+
+    def forward_and_jacobian(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``forward`` plus its first derivatives without autograd: ``(f, log f')`` (B, D) and the derivatives
+        of both w.r.t. ``x`` (2, B, D) and ``params`` (2, B, D, n_params) (axis 0: f, log f'). Optional;
+        transforms that implement it set ``has_jacobian = True`` (the generator's analytic-gradient mode)."""
+        raise NotImplementedError("this transform has no analytic jacobian")
 
     def _prepare(self, params: Tensor) -> List[Tensor]:  # pragma: no cover
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""Ramp functions and the generalized sigmoid ``sigma[rho]`` of Eq. 6, computed in the log domain.
+"""Ramp functions and the generalized sigmoid ``sigma[rho]`` of Eq. 6, computed through its logit.
 
 Two ramps (paper section 4):
 
@@ -7,40 +7,51 @@ Two ramps (paper section 4):
 * C^k monomial ramp ``rho(x) = x^k`` (``order`` = k), the sigmoid is then only C^(k-1) at 0 and 1.
 
 The generalized sigmoid ``sigma(t) = rho(t) / (rho(t) + rho(1-t))`` equals ``sigmoid(s(t))`` with the
-logit ``s(t) = log rho(t) - log rho(1-t)``:
+logit ``s(t) = log rho(t) - log rho(1-t)``. With ``u = 1 - t``, ``z = t - 1/2`` and ``q = t u = 1/4 - z^2``:
 
-* exp ramp:      ``s = 1/(alpha (1-t)^beta) - 1/(alpha t^beta)``,
-                 ``s' = beta (1/(alpha t^(beta+1)) + 1/(alpha (1-t)^(beta+1)))``
-* monomial ramp: ``s = k (log t - log(1-t))``, ``s' = k / (t (1-t))``
+* exp ramp:      ``s = 1/(alpha u^beta) - 1/(alpha t^beta)``, ``s' = beta (1/(alpha t^(beta+1)) + 1/(alpha u^(beta+1)))``;
+                 beta = 2: ``s = k z / q^2``, ``s' = (k / q^2) (1/q - 3)``; beta = 1: ``s = k z / q``,
+                 ``s' = (k / q) (1/(2q) - 1)``, where ``k = 2 / alpha``
+* monomial ramp: ``s = order (log t - log u)``, ``s' = order / q``
 
 and ``log sigma'(t) = logsigmoid(s) + logsigmoid(-s) + log s' = 2 logsigmoid(s) - s + log s'``.
 
-The internal functions take the centred argument ``z = t - 1/2`` and two per-parameter constants
-(``unsaturated_halfwidth`` and ``1/alpha``) that a transform computes once per set of params.
+``logit`` takes the centred argument ``z = t - 1/2`` and ``k = 2 / alpha`` (a transform computes it
+once per set of params) and returns ``s`` and its first two derivatives; ``transforms/bump.py`` builds
+the bump CDFs ``sigma = sigmoid(s)``, ``sigma' = sigmoid(s) sigmoid(-s) s'`` and their derivatives on it.
 
-Safe-where pattern: where ``sigma`` is saturated (outside (0, 1), or so close to its edges that
-``|s| >= sat``, which makes ``sigma`` equal to 0 or 1 to far below the dtype's precision) ``t`` is
-replaced by 1/2 *before* any singular op and the result is then replaced by the exact constant (0 or 1,
-zero derivative) with ``torch.where``. All values, first and second autograd derivatives stay finite
-in float32 and float64 at ``t`` in {0, 1}, at the edges and for extreme ``alpha``. ``sat`` is 100 in
-float64 (jump at the cut ~ e^-100, invisible) and 30 in float32 (keeps ``1/t^3`` finite).
+Clamp pattern (never NaN or inf): ``z`` is clamped to ``|z| <= 1/2 - margin`` before any singular op
+(``clamp_margin``: 1e-12 in float64, 1e-6 in float32). At the margin ``|s| >= 1/(alpha margin^beta)``,
+so sigma is 0 or 1 to far below the dtype's precision (exp ramp, beta = 2: for every alpha below 1e22
+in float64, 3e10 in float32; beta = 1: below 1e10 and 3e4; monomial ramp: the margin is
+``exp(-sat/order)``, ``sigma <= e^-sat``); beyond it (outside the support included) the clamp makes
+every derivative with respect to ``t`` exactly 0. Values,
+first and second autograd derivatives stay finite in float32 and float64 for every ``t``.
 
 Everything here is TorchScript-able and broadcasts elementwise.
 """
 
 import math
-from typing import Tuple
+from typing import List, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOG_ZERO = -1.0e4  # finite stand-in for log 0 = log sigma' outside the support (exp(-1e4) == 0)
+LOG_ZERO = -1.0e4  # finite stand-in for log 0 = log sigma' where sigma is saturated (exp(-1e4) == 0)
 
 
 def saturation(dtype: torch.dtype) -> float:
     """Logit magnitude beyond which the sigmoid counts as exactly 0 or 1 (100 in float64, else 30)."""
     return 100.0 if dtype == torch.float64 else 30.0
+
+
+def clamp_margin(dtype: torch.dtype, use_exp: bool, order: int) -> float:
+    """``|t - 1/2|`` is clamped to ``1/2 - margin`` (see the module docstring)."""
+    margin = 1e-12 if dtype == torch.float64 else 1e-6
+    if use_exp:
+        return margin
+    return max(margin, math.exp(-saturation(dtype) / order))
 
 
 def exp_ramp(x: Tensor, alpha: Tensor, beta: int = 2) -> Tensor:
@@ -55,87 +66,46 @@ def monomial_ramp(x: Tensor, order: int) -> Tensor:
     return torch.where(x > 0, x, torch.zeros_like(x)).pow(order)
 
 
-def unsaturated_halfwidth(alpha: Tensor, use_exp: bool, beta: int, order: int, sat: float) -> Tensor:
-    """``h = 1/2 - t_eps``: the sigmoid is computed for ``|t - 1/2| < h`` and is exactly 0 / 1 beyond.
-
-    Exp ramp: for ``t <= t_eps = (alpha sat + 2^beta)^(-1/beta)`` one has ``s <= -sat`` (and
-    symmetrically at ``1 - t``). Monomial ramp: ``t_eps = exp(-sat / k)`` (there ``sigma ~ t^k <= e^-sat``).
-    Depends on the parameters only, so a transform computes it once per set of params.
-    """
-    if use_exp:
-        if beta == 2:
-            t_eps = torch.rsqrt(alpha * sat + 4.0)
-        elif beta == 1:
-            t_eps = 1.0 / (alpha * sat + 2.0)
-        else:
-            t_eps = (alpha * sat + 2.0 ** beta).pow(-1.0 / beta)
-        return 0.5 - t_eps
-    return torch.full_like(alpha, 0.5 - math.exp(-sat / order))
-
-
-def sigmoid_parts(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int, order: int,
-                  with_ds: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """At ``t = 1/2 + z`` returns ``(mask, s, ds)``: ``mask = |z| < half`` marks unsaturated points, ``s``
-    the logit and ``ds = s'(t)``, both evaluated at the harmless t = 1/2 where ``mask`` is False
-    (``ds`` is ``s`` if not ``with_ds``). ``inv_alpha = 1 / alpha`` (ignored by the monomial ramp)."""
-    mask = z.abs() < half
-    zs = torch.where(mask, z, 0.0)
-    tt = 0.5 + zs
-    u = 0.5 - zs
-    if use_exp:
-        if beta == 2:
-            lo = inv_alpha / (tt * tt)
-            hi = inv_alpha / (u * u)
-        elif beta == 1:
-            lo = inv_alpha / tt
-            hi = inv_alpha / u
-        else:
-            lo = inv_alpha / tt.pow(beta)
-            hi = inv_alpha / u.pow(beta)
+def logit(z: Tensor, k: Tensor, use_exp: bool, beta: int, order: int, margin: float,
+          n_derivatives: int) -> List[Tensor]:
+    """``[s, s', s'']`` (the first ``n_derivatives + 1``; derivatives w.r.t. ``t``) at ``t = 1/2 + z``,
+    ``z`` clamped as in the module docstring. ``k = 2 / alpha`` (ignored by the monomial ramp); the exp
+    ramp's ``s`` and its derivatives are proportional to ``k``. Second derivatives: beta = 2:
+    ``s'' = 6 s (1/q) (1/q - 2)``; beta = 1: ``s'' = 2 s (1/q) (1/q - 1)``; monomial: ``s'' = 2 k z / q^2``."""
+    zc = z.clamp(margin - 0.5, 0.5 - margin)
+    if use_exp and beta <= 2:
+        q = torch.rsub(zc * zc, 0.25)  # 1/4 - z^2
+        iq = torch.reciprocal(q)
+        r = k * (iq * iq) if beta == 2 else k * iq
+        s = r * zc
+        if n_derivatives == 0:
+            return [s]
+        ds = r * (iq - 3.0) if beta == 2 else r * (0.5 * iq - 1.0)
+        if n_derivatives == 1:
+            return [s, ds]
+        return [s, ds, (6.0 * s) * (iq * (iq - 2.0)) if beta == 2 else (2.0 * s) * (iq * (iq - 1.0))]
+    t = 0.5 + zc
+    u = 0.5 - zc
+    if use_exp:  # general beta
+        lo = (0.5 * k) / t.pow(beta)
+        hi = (0.5 * k) / u.pow(beta)
         s = hi - lo
-        ds = beta * (lo / tt + hi / u) if with_ds else s
+        derivs = [s, beta * (lo / t + hi / u), (beta * (beta + 1)) * (hi / (u * u) - lo / (t * t))]
     else:
-        s = order * (torch.log(tt) - torch.log(u))
-        ds = order / (tt * u) if with_ds else s
-    return mask, s, ds
-
-
-def _step(z: Tensor) -> Tensor:
-    return (z > 0).to(z.dtype)
-
-
-def sigmoid_value(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int, order: int) -> Tensor:
-    """``sigma[rho](1/2 + z)`` only (exactly 0 left of the support, 1 right of it)."""
-    mask, s, _ = sigmoid_parts(z, half, inv_alpha, use_exp, beta, order, False)
-    return torch.where(mask, torch.sigmoid(s), _step(z))
-
-
-def sigmoid_and_derivative(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int,
-                           order: int) -> Tuple[Tensor, Tensor]:
-    """``(sigma(t), sigma'(t))`` at ``t = 1/2 + z``, ``sigma' = sigmoid(s) sigmoid(-s) s'`` (0 where saturated)."""
-    mask, s, ds = sigmoid_parts(z, half, inv_alpha, use_exp, beta, order, True)
-    sig = torch.sigmoid(s)
-    value = torch.where(mask, sig, _step(z))
-    deriv = torch.where(mask, sig * torch.sigmoid(-s) * ds, 0.0)
-    return value, deriv
-
-
-def sigmoid_and_logderivative(z: Tensor, half: Tensor, inv_alpha: Tensor, use_exp: bool, beta: int,
-                              order: int) -> Tuple[Tensor, Tensor]:
-    """``(sigma(t), log sigma'(t))`` at ``t = 1/2 + z``; ``log sigma' = 2 logsigmoid(s) - s + log s'`` where
-    unsaturated, ``LOG_ZERO`` beyond (finite everywhere)."""
-    mask, s, ds = sigmoid_parts(z, half, inv_alpha, use_exp, beta, order, True)
-    value = torch.where(mask, torch.sigmoid(s), _step(z))
-    logd = torch.where(mask, 2.0 * F.logsigmoid(s) - s + torch.log(ds), LOG_ZERO)
-    return value, logd
+        s = order * (torch.log(t) - torch.log(u))
+        iq = torch.reciprocal(t * u)
+        derivs = [s, order * iq, (2.0 * order) * zc * (iq * iq)]
+    return derivs[:n_derivatives + 1]
 
 
 def generalized_sigmoid(t: Tensor, alpha: Tensor, ramp: str = "exp", beta: int = 2,
                         order: int = 2) -> Tuple[Tensor, Tensor]:
     """Public convenience wrapper: ``(sigma[rho](t), log sigma[rho]'(t))`` for ``ramp`` in
-    {"exp", "monomial"}; ``alpha`` broadcasts against ``t`` (ignored by the monomial ramp)."""
+    {"exp", "monomial"}; ``alpha`` broadcasts against ``t`` (ignored by the monomial ramp).
+    ``log sigma' = 2 logsigmoid(s) - s + log s'`` where ``|s| < sat`` (``saturation``), ``LOG_ZERO`` beyond."""
     if ramp not in ("exp", "monomial"):
         raise ValueError(f"unknown ramp {ramp!r}")
     use_exp = ramp == "exp"
-    half = unsaturated_halfwidth(alpha, use_exp, beta, order, saturation(t.dtype))
-    return sigmoid_and_logderivative(t - 0.5, half, 1.0 / alpha, use_exp, beta, order)
+    s, ds = logit(t - 0.5, 2.0 / alpha, use_exp, beta, order, clamp_margin(t.dtype, use_exp, order), 1)
+    logd = torch.where(s.abs() < saturation(t.dtype), 2.0 * F.logsigmoid(s) - s + torch.log(ds), LOG_ZERO)
+    return torch.sigmoid(s), logd

@@ -1,0 +1,269 @@
+"""``smoothflow bench speed``: ms per MD step and ns/day (1 fs step), a smooth flow vs the classical force field.
+
+Side by side in one process, on the packaged alanine dipeptide (Langevin, 300 K, 1/ps, 1 fs):
+
+* classical: amber99sbildn + OBC (``md.systems.classical_system``) on each ``--platforms`` platform;
+* smooth flow, paper size, random weights (``BoltzmannGenerator.from_topology``) exported with
+  ``potential.export``: ``openmmtorch.TorchForce`` in float64 and float32 on each platform (the export's
+  force is its hand-written reverse pass, ``analytic_gradient``), the same export with autograd forces
+  (``analytic_gradient=False``, float64, Reference platform) and the ``compiled`` backend
+  (``openmm.PythonForce`` around ``torch.compile`` of the eager generator, Reference platform);
+* the spline flow of the same size as a TorchForce (float64, Reference; autograd forces), for comparison.
+
+Each MD row runs ``--warmup`` steps, then ``--repeats`` times ``--steps`` steps; ms/step is the median
+of the repeats (the best one is stored too); ns/day = 86.4 / (ms/step). Outside OpenMM it times the
+batch-1 energy+force of the eager generator (autograd) and of the exported TorchScript modules as
+``torch.jit.load`` returns them (float64) and counts the profiler events (ATen ops, nested ones
+included, and autograd nodes) of one energy+force. It also checks that the compiled
+backend's energy and forces equal the TorchForce's at the same positions.
+
+``torch.compile`` of the paper model takes minutes on a busy CPU with a cold inductor cache
+(``--skip-compiled`` leaves it out). Timings are noisy on a shared machine: compare rows of one run.
+"""
+import argparse
+import json
+import os
+import platform as platform_module
+import statistics
+import tempfile
+import time
+from typing import Any, Callable, Dict, List
+
+import numpy as np
+
+SEED = 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--steps", type=int, default=200, help="MD steps per timed repeat (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per row (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed MD steps first (default: %(default)s)")
+    parser.add_argument("--platforms", nargs="+", default=["Reference", "CPU"],
+                        help="OpenMM platforms for the classical and TorchForce rows (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads and OpenMM CPU-platform threads (default: %(default)s)")
+    parser.add_argument("--skip-compiled", action="store_true", help="leave out the torch.compile backend")
+    parser.add_argument("--out", default="bench-speed.json", help="JSON output (default: %(default)s)")
+
+
+# ---- measurements ----------------------------------------------------------------------------------
+
+def md_speed(system, positions: np.ndarray, platform: str, steps: int, repeats: int, warmup: int,
+             threads: int) -> Dict[str, Any]:
+    """Langevin MD of ``system``: ms per step (median and best of ``repeats``), ns/day, time of the first
+    energy+force evaluation (compilation, TorchScript profiling runs) and whether the run stayed finite."""
+    import openmm
+    from openmm import unit
+
+    from ..md.systems import get_platform
+
+    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 1 * unit.femtoseconds)
+    integrator.setRandomNumberSeed(SEED + 1)
+    props = {"Threads": str(threads)} if platform.lower() == "cpu" else {}
+    context = openmm.Context(system, integrator, get_platform(platform), props)
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, SEED + 2)
+    t0 = time.perf_counter()
+    context.getState(getEnergy=True, getForces=True)
+    first_s = time.perf_counter() - t0
+    integrator.step(warmup)
+    per_step: List[float] = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        integrator.step(steps)
+        per_step.append((time.perf_counter() - t0) / steps * 1e3)
+    energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    ms = statistics.median(per_step)
+    return dict(ms_per_step=ms, best_ms_per_step=min(per_step), ns_per_day=86.4 / ms, repeats_ms=per_step,
+                first_eval_s=first_s, final_energy_finite=bool(np.isfinite(energy)))
+
+
+def time_call(call: Callable[[], Any], min_time: float = 0.5, repeats: int = 5) -> Dict[str, float]:
+    """ms per call: median (and best) of ``repeats`` timings of n calls, n sized to last ``min_time`` s."""
+    call()
+    call()
+    t0 = time.perf_counter()
+    call()
+    n = max(1, int(min_time / max(time.perf_counter() - t0, 1e-6)))
+    per_call = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            call()
+        per_call.append((time.perf_counter() - t0) / n * 1e3)
+    return dict(ms=statistics.median(per_call), best_ms=min(per_call))
+
+
+def count_ops(call: Callable[[], Any]) -> int:
+    """Profiler events (ATen ops, nested ones included, and autograd nodes) of one ``call``."""
+    import warnings
+
+    from torch.profiler import ProfilerActivity, profile
+
+    call()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            call()
+    return len(prof.events())
+
+
+def energy_force_calls(generator, model_paths: Dict[str, str], x0: np.ndarray) -> Dict[str, Callable[[], Any]]:
+    """Batch-1 energy+force (float64) of the eager generator and of exported TorchScript modules."""
+    import torch
+
+    x = torch.tensor(x0, dtype=torch.float64)
+
+    def eager():
+        xe = x[None].clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(generator(xe).sum(), xe)
+        return grad
+
+    def scripted(module):
+        def call():
+            xs = x.clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(module(xs), xs)
+            return grad
+        return call
+
+    calls = {"eager": eager}
+    calls.update({name: scripted(torch.jit.load(path)) for name, path in model_paths.items()})
+    return calls
+
+
+def single_point(system, positions: np.ndarray, platform: str = "Reference"):
+    """Energy (kJ/mol) and forces (kJ/mol/nm) of ``system`` at ``positions``."""
+    from openmm import unit
+
+    from ..md.systems import make_context
+
+    context = make_context(system, platform)
+    context.setPositions(positions)
+    state = context.getState(getEnergy=True, getForces=True)
+    return (state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+            state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------
+
+def format_table(rows: List[Dict[str, Any]]) -> str:
+    lines = [f"{'potential':<10} {'backend':<12} {'platform':<10} {'dtype':<8} {'ms/step':>8} {'best':>8} "
+             f"{'ns/day':>7} {'1st eval s':>10}"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"{r['potential']:<10} {r['backend']:<12} {r['platform']:<10} {r['dtype']:<8} "
+                         f"failed: {r['error']}")
+            continue
+        lines.append(f"{r['potential']:<10} {r['backend']:<12} {r['platform']:<10} {r['dtype']:<8} "
+                     f"{r['ms_per_step']:>8.2f} {r['best_ms_per_step']:>8.2f} {r['ns_per_day']:>7.2f} "
+                     f"{r['first_eval_s']:>10.2f}" + ("" if r["final_energy_finite"] else "  (non-finite!)"))
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    import torch
+    from openmm import unit
+
+    from ..flows.generator import BoltzmannGenerator
+    from ..io import atomic_write
+    from ..md.systems import alanine_dipeptide_pdb, available_platforms, classical_system, load_pdb
+    from ..potential import FlowPotential, export
+
+    torch.set_num_threads(args.threads)
+    platforms = [p for p in args.platforms if p in available_platforms()]
+    if not platforms:
+        raise SystemExit(f"none of {args.platforms} is available; available: {available_platforms()}")
+    reference = "Reference" if "Reference" in platforms else platforms[0]
+    pdb = load_pdb(alanine_dipeptide_pdb())
+    topology = pdb.topology
+    x0 = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+    print(f"smoothflow bench speed: alanine dipeptide, {args.steps} steps x {args.repeats} repeats "
+          f"(+{args.warmup} warm-up), torch threads {args.threads}, platforms {platforms}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(SEED)
+        generators = {kind: BoltzmannGenerator.from_topology(topology, kind=kind).double().eval()
+                      for kind in ("smooth", "spline")}
+        paths = {name: os.path.join(tmp, f"{name}.pt") for name in ("smooth64", "smooth32", "smooth64-autograd",
+                                                                      "spline64")}
+        export(generators["smooth"], paths["smooth64"])
+        export(generators["smooth"], paths["smooth32"], dtype=torch.float32)
+        export(generators["smooth"], paths["smooth64-autograd"], analytic_gradient=False)
+        export(generators["spline"], paths["spline64"])
+        n_params = generators["smooth"].n_parameters()
+
+        # -- batch-1 energy+force outside OpenMM
+        outside: Dict[str, Any] = {}
+        print(f"\nbatch-1 energy+force outside OpenMM (float64, {n_params:,} parameters):")
+        calls = energy_force_calls(generators["smooth"], {"scripted": paths["smooth64"],
+                                                          "scripted-autograd": paths["smooth64-autograd"]}, x0)
+        calls.update({f"spline/{k}": v for k, v in energy_force_calls(
+            generators["spline"], {"scripted": paths["spline64"]}, x0).items()})
+        for name, call in calls.items():
+            entry = dict(time_call(call), profiler_events=count_ops(call))
+            name = name if name.startswith("spline") else f"smooth/{name}"
+            outside[name] = entry
+            print(f"  {name:<24} {entry['ms']:7.2f} ms (best {entry['best_ms']:.2f})  "
+                  f"{entry['profiler_events']:6d} profiler events")
+
+        # -- MD
+        jobs = []
+        for plat in platforms:
+            jobs.append(("classical", "openmm", plat, "-", lambda: classical_system(topology)))
+            for key, dtype in (("smooth64", "float64"), ("smooth32", "float32")):
+                jobs.append(("smooth", "torchforce", plat, dtype,
+                             lambda key=key: FlowPotential(paths[key]).createSystem(topology)))
+        jobs.append(("smooth", "tf-autograd", reference, "float64",
+                     lambda: FlowPotential(paths["smooth64-autograd"]).createSystem(topology)))
+        compiled: List[Any] = []  # one compiled System (torch.compile per generator), reused by the check
+
+        def compiled_system():
+            if not compiled:
+                compiled.append(FlowPotential(paths["smooth64"]).createSystem(topology, backend="compiled"))
+            return compiled[0]
+
+        if not args.skip_compiled:
+            jobs.append(("smooth", "compiled", "Reference", "float64", compiled_system))
+        jobs.append(("spline", "torchforce", reference, "float64",
+                     lambda: FlowPotential(paths["spline64"]).createSystem(topology)))
+        if not args.skip_compiled:
+            print("\nnote: torch.compile of the paper-size model takes minutes on a busy machine with a cold "
+                  "inductor cache (its '1st eval s' below); later runs reuse the cache")
+        rows: List[Dict[str, Any]] = []
+        print("\nMD (Langevin 300 K, 1 fs; torchforce: the export's hand-written force pass, tf-autograd: the "
+              "same export with autograd forces):")
+        for name, backend, plat, dtype, build in jobs:
+            row: Dict[str, Any] = dict(potential=name, backend=backend, platform=plat, dtype=dtype)
+            try:
+                row.update(md_speed(build(), x0, plat, args.steps, args.repeats, args.warmup, args.threads))
+            except Exception as exc:  # a failing backend is reported, the others still run
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            rows.append(row)
+            print(format_table([row]).splitlines()[-1], flush=True)
+
+        # -- compiled backend vs TorchForce at the same positions
+        check: Dict[str, Any] = {}
+        if not args.skip_compiled:
+            rng = np.random.default_rng(SEED)
+            for i, x in enumerate([x0, x0 + 0.005 * rng.standard_normal(x0.shape)]):
+                e_tf, f_tf = single_point(FlowPotential(paths["smooth64"]).createSystem(topology), x)
+                e_c, f_c = single_point(compiled_system(), x)
+                check[f"positions_{i}"] = dict(energy_kjmol=e_tf, energy_abs_diff=abs(e_c - e_tf),
+                                               force_max_abs_diff=float(np.abs(f_c - f_tf).max()),
+                                               force_max_abs=float(np.abs(f_tf).max()))
+            worst_e = max(c["energy_abs_diff"] for c in check.values())
+            worst_f = max(c["force_max_abs_diff"] for c in check.values())
+            print(f"\ncompiled vs TorchForce (float64, Reference, {len(check)} configurations): max |dE| = "
+                  f"{worst_e:.2e} kJ/mol, max |dF| = {worst_f:.2e} kJ/mol/nm")
+
+    print("\n" + format_table(rows))
+    result = dict(protocol=dict(steps=args.steps, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+                                platforms=platforms, integrator="LangevinMiddle 300 K 1/ps 1 fs",
+                                model="paper-size, random weights (from_topology)", n_parameters=n_params),
+                  machine=dict(processor=platform_module.processor() or platform_module.machine(),
+                               cpu_count=os.cpu_count(), torch=torch.__version__),
+                  rows=rows, outside_openmm=outside, compiled_check=check)
+    with atomic_write(args.out) as tmp_path:
+        tmp_path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return 0
