@@ -53,7 +53,7 @@ def test_metadata_readable_without_training_code(model_path, generator):
 def test_exported_energy_equals_generator(model_path, generator, ala2_positions, dtype):
     module = torch.jit.load(str(model_path))
     x = ala2_positions + 0.003 * torch.randn(22, 3, dtype=torch.float64)
-    expected = float(generator.energy(x[None])[0]) * kT_kjmol(300.0)
+    expected = float(generator.energy(x[None])[0].detach()) * kT_kjmol(300.0)
     got = module(x.to(dtype))
     assert got.dtype == dtype
     rtol = 1e-6 if dtype == torch.float64 else 1e-5

@@ -50,8 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def md_speed(system, positions: np.ndarray, platform: str, steps: int, repeats: int, warmup: int,
              threads: int) -> Dict[str, Any]:
-    """Langevin MD of ``system``: ms per step (median and best of ``repeats``), ns/day, time of the first
-    energy+force evaluation (compilation, TorchScript profiling runs) and whether the run stayed finite."""
+    """Langevin MD of ``system``: ms per step (median and best of ``repeats``), ns/day, the time of Context
+    creation and the first energy+force evaluation (compilation, TorchScript profiling runs) and whether the
+    run stayed finite."""
     import openmm
     from openmm import unit
 
@@ -60,12 +61,12 @@ def md_speed(system, positions: np.ndarray, platform: str, steps: int, repeats: 
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 1 * unit.femtoseconds)
     integrator.setRandomNumberSeed(SEED + 1)
     props = {"Threads": str(threads)} if platform.lower() == "cpu" else {}
+    t0 = time.perf_counter()
     context = openmm.Context(system, integrator, get_platform(platform), props)
     context.setPositions(positions)
-    context.setVelocitiesToTemperature(300 * unit.kelvin, SEED + 2)
-    t0 = time.perf_counter()
     context.getState(getEnergy=True, getForces=True)
     first_s = time.perf_counter() - t0
+    context.setVelocitiesToTemperature(300 * unit.kelvin, SEED + 2)
     integrator.step(warmup)
     per_step: List[float] = []
     for _ in range(repeats):
@@ -96,15 +97,23 @@ def time_call(call: Callable[[], Any], min_time: float = 0.5, repeats: int = 5) 
 
 def count_ops(call: Callable[[], Any]) -> int:
     """Profiler events (ATen ops, nested ones included, and autograd nodes) of one ``call``."""
+    import sys
     import warnings
 
     from torch.profiler import ProfilerActivity, profile
 
     call()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            call()
+    sys.stderr.flush()
+    saved = os.dup(2)  # the profiler's C++ backend logs start/stop lines to stderr: silence them
+    try:
+        with open(os.devnull, "w") as devnull, warnings.catch_warnings():
+            os.dup2(devnull.fileno(), 2)
+            warnings.simplefilter("ignore")
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                call()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
     return len(prof.events())
 
 
@@ -148,7 +157,7 @@ def single_point(system, positions: np.ndarray, platform: str = "Reference"):
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
     lines = [f"{'potential':<10} {'backend':<12} {'platform':<10} {'dtype':<8} {'ms/step':>8} {'best':>8} "
-             f"{'ns/day':>7} {'1st eval s':>10}"]
+             f"{'ns/day':>7} {'setup s':>8}"]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['potential']:<10} {r['backend']:<12} {r['platform']:<10} {r['dtype']:<8} "
@@ -156,7 +165,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
             continue
         lines.append(f"{r['potential']:<10} {r['backend']:<12} {r['platform']:<10} {r['dtype']:<8} "
                      f"{r['ms_per_step']:>8.2f} {r['best_ms_per_step']:>8.2f} {r['ns_per_day']:>7.2f} "
-                     f"{r['first_eval_s']:>10.2f}" + ("" if r["final_energy_finite"] else "  (non-finite!)"))
+                     f"{r['first_eval_s']:>8.2f}" + ("" if r["final_energy_finite"] else "  (non-finite!)"))
     return "\n".join(lines)
 
 
@@ -228,7 +237,7 @@ def run(args) -> int:
                      lambda: FlowPotential(paths["spline64"]).createSystem(topology)))
         if not args.skip_compiled:
             print("\nnote: torch.compile of the paper-size model takes minutes on a busy machine with a cold "
-                  "inductor cache (its '1st eval s' below); later runs reuse the cache")
+                  "inductor cache (its 'setup s' below: Context + first force); later runs reuse the cache")
         rows: List[Dict[str, Any]] = []
         print("\nMD (Langevin 300 K, 1 fs; torchforce: the export's hand-written force pass, tf-autograd: the "
               "same export with autograd forces):")

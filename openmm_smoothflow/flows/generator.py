@@ -143,9 +143,7 @@ class BoltzmannGenerator(nn.Module):
         if self.analytic_gradient and x.requires_grad and torch.is_grad_enabled():
             with torch.no_grad():  # constants for autograd: a clone, as graph optimisers drop detach()
                 x0 = x.clone()
-            # fork: the no-grad work runs as its own TorchScript graph, which the graph executor then does
-            # not wrap in autodiff subgraphs (it would: this graph has an input that requires grad)
-            energy, grad = torch.jit.wait(torch.jit.fork(self._energy_and_gradient, x0))
+                energy, grad = self._energy_and_gradient(x0)
             # the value is the energy; the zero-valued term carries its gradient (first order only)
             return energy + (grad * (x - x0)).sum(dim=(1, 2))
         u, logdet, _ = self._unit_box(x)
@@ -156,11 +154,8 @@ class BoltzmannGenerator(nn.Module):
         return wall - logdet
 
     def _energy_and_gradient(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """``forward`` (B,) and its gradient w.r.t. ``x`` (B, N, 3) by a reverse pass written out (no autograd)."""
-        with torch.no_grad():
-            return self._energy_and_gradient_no_grad(x)
-
-    def _energy_and_gradient_no_grad(self, x: Tensor) -> Tuple[Tensor, Tensor]:
+        """``forward`` (B,) and its gradient w.r.t. ``x`` (B, N, 3) by a reverse pass written out (no autograd
+        graph: call it under ``torch.no_grad()``)."""
         u_box, logdet, ic_cache = self._unit_box(x)
         clamped, wall = self._wall(u_box)
         u = clamped
