@@ -70,7 +70,7 @@ def test_torchforce_matches_python_model_and_finite_differences(model_path, gene
     context = context_for(system, x, platform)
     energy, forces = energy_forces(context)
     kt = kT_kjmol(300.0)
-    assert energy == pytest.approx(float(generator.energy(torch.tensor(x)[None])[0]) * kt, rel=1e-6)
+    assert energy == pytest.approx(float(generator.energy(torch.tensor(x)[None])[0].detach()) * kt, rel=1e-6)
     expected_forces = generator.force(torch.tensor(x)[None])[0].numpy() * kt
     np.testing.assert_allclose(forces, expected_forces, rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(forces.sum(axis=0), 0.0, atol=1e-6 * np.abs(forces).max())

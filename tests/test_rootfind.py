@@ -10,24 +10,7 @@ from torch import Tensor, nn
 from openmm_smoothflow.transforms import (Affine, BumpMixture, ElementwiseTransform, RationalQuadraticSpline,
                                           multibin_bisection, rootfind_inverse)
 
-F64 = torch.float64
-
-FACTORIES = {
-    "bump-exp2": lambda: BumpMixture(5),
-    "bump-exp1": lambda: BumpMixture(5, beta=1),
-    "bump-mono3": lambda: BumpMixture(5, ramp="monomial", order=3),
-    "bump-exp2-circ": lambda: BumpMixture(5, circular=True),
-    "spline": lambda: RationalQuadraticSpline(6),
-    "spline-circ": lambda: RationalQuadraticSpline(6, circular=True),
-    "affine": lambda: Affine(),
-    "affine-circ": lambda: Affine(circular=True),
-}
-
-
-def rand_params(t, batch, dim, scale=1.5, seed=0, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(batch, dim, t.n_params, generator=g, dtype=F64)).to(dtype)
-
+from transform_cases import F64, FACTORIES, rand_params
 
 def circle_dist(a: Tensor, b: Tensor) -> Tensor:
     d = torch.remainder(a - b, 1.0)

@@ -6,26 +6,10 @@ import torch
 from openmm_smoothflow.transforms import (Affine, BumpMixture, RationalQuadraticSpline, exp_ramp, generalized_sigmoid,
                                           monomial_ramp)
 
-F64 = torch.float64
+from transform_cases import F64, FACTORIES, rand_params
 
-FACTORIES = {
-    "bump-exp2": lambda: BumpMixture(5),
-    "bump-exp1": lambda: BumpMixture(5, beta=1),
-    "bump-mono3": lambda: BumpMixture(5, ramp="monomial", order=3),
-    "bump-exp2-circ": lambda: BumpMixture(5, circular=True),
-    "bump-mono3-circ": lambda: BumpMixture(5, circular=True, ramp="monomial", order=3),
-    "spline": lambda: RationalQuadraticSpline(6),
-    "spline-circ": lambda: RationalQuadraticSpline(6, circular=True),
-    "affine": lambda: Affine(),
-    "affine-circ": lambda: Affine(circular=True),
-}
 MONOTONE_ON_01 = [k for k in FACTORIES if k != "affine-circ"]  # the rotation wraps around
 BUMPS = [k for k in FACTORIES if k.startswith("bump")]
-
-
-def rand_params(t, batch, dim, scale=1.5, seed=0, dtype=F64):
-    g = torch.Generator().manual_seed(seed)
-    return (scale * torch.randn(batch, dim, t.n_params, generator=g, dtype=F64)).to(dtype)
 
 
 def grid(n=2001, batch=3, lo=0.0, hi=1.0):
