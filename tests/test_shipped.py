@@ -68,3 +68,15 @@ def test_langevin_with_the_shipped_flow_stays_finite(ala2):
     state = context.getState(getEnergy=True, getPositions=True)
     assert np.isfinite(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
     assert np.isfinite(state.getPositions(asNumpy=True)._value).all()
+
+
+def test_evaluate_writes_metrics_and_figures(tmp_path):
+    from openmm_smoothflow.benchmarks.evaluate import evaluate
+
+    metrics = evaluate(str(packaged("ala2-spline.pt")), [str(packaged("ala2-frames.npz"))], tmp_path,
+                       n_frames=50, n_samples=50, progress=False)
+    assert metrics["held_out_frames"] == 50 and metrics["samples"] == 50
+    assert 0 < metrics["force_rmse"] < 300 and 0 <= metrics["ess"] <= 1
+    assert json.loads((tmp_path / "metrics.json").read_text())["kind"] == "spline"
+    for png in ("ramachandran.png", "forces.png", "energies.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"

@@ -30,6 +30,15 @@ class LossWeights:
     def nll(self) -> float:
         return 1.0 - self.kl - self.fm
 
+    def combine(self, nll, fm=None, kl=None):
+        """Eq. 5: the weighted sum of the terms whose weight is non-zero (tensors or floats)."""
+        total = self.nll * nll
+        if self.fm > 0:
+            total = total + self.fm * fm
+        if self.kl > 0:
+            total = total + self.kl * kl
+        return total
+
 
 def nll_loss(generator, x: Tensor) -> Tensor:
     """Mean negative log-likelihood (kT) of positions x (B, N, 3) nm."""
@@ -70,13 +79,9 @@ def combined_loss(generator, x: Tensor, forces_kt: Optional[Tensor], weights: Lo
         out["nll"], out["fm"] = energy.mean(), residual.mean()
     else:
         out["nll"] = nll_loss(generator, x)
-    loss = weights.nll * out["nll"]
-    if weights.fm > 0:
-        loss = loss + weights.fm * out["fm"]
     if weights.kl > 0:
         if target is None:
             raise ValueError("reverse KL (kl weight > 0) needs a target energy")
         out["kl"] = reverse_kl_loss(generator, target, n_kl_samples or x.shape[0])
-        loss = loss + weights.kl * out["kl"]
-    out["loss"] = loss
+    out["loss"] = weights.combine(out["nll"], out.get("fm"), out.get("kl"))
     return out

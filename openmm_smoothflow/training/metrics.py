@@ -24,22 +24,24 @@ def kish_ess_fraction(log_weights: Tensor) -> float:
 
 def data_metrics(generator, positions: Tensor, forces_kt: Optional[Tensor], chunk: int = 512) -> Dict[str, float]:
     """NLL (kT), FM residual ((kT/nm)^2 per frame) and force RMSE (kT/nm per component) on frames."""
-    energies, residuals, squares, count = [], [], 0.0, 0
+    from .losses import force_matching_terms
+
+    energies, residuals = [], []
     for start in range(0, len(positions), chunk):
-        x = positions[start:start + chunk].detach().requires_grad_(True)
+        x = positions[start:start + chunk]
+        if forces_kt is None:
+            with torch.no_grad():
+                energies.append(generator(x))
+            continue
         with torch.enable_grad():
-            u = generator(x)
-            (grad,) = torch.autograd.grad(u.sum(), x) if forces_kt is not None else (None,)
+            u, residual = force_matching_terms(generator, x, forces_kt[start:start + chunk], create_graph=False)
         energies.append(u.detach())
-        if forces_kt is not None:
-            diff = forces_kt[start:start + chunk] + grad
-            residuals.append((diff**2).sum(dim=(1, 2)))
-            squares += float((diff**2).sum())
-            count += diff.numel()
+        residuals.append(residual.detach())
     out = {"val_nll": float(torch.cat(energies).mean())}
     if forces_kt is not None:
-        out["val_fm"] = float(torch.cat(residuals).mean())
-        out["val_force_rmse"] = (squares / count) ** 0.5
+        residual = torch.cat(residuals)
+        out["val_fm"] = float(residual.mean())
+        out["val_force_rmse"] = float(residual.sum() / (len(residual) * positions[0].numel())) ** 0.5
     return out
 
 

@@ -195,12 +195,8 @@ class Trainer:
         metrics = validation_metrics(self.generator, self.positions[idx], forces,
                                      self.target if self.config.val_kl_samples else None,
                                      self.config.val_kl_samples)
-        loss = self.weights.nll * metrics["val_nll"]
-        if self.weights.fm > 0:
-            loss += self.weights.fm * metrics["val_fm"]
-        if self.weights.kl > 0:
-            loss += self.weights.kl * metrics.get("val_kl", math.nan)
-        metrics["val_loss"] = loss
+        metrics["val_loss"] = self.weights.combine(metrics["val_nll"], metrics.get("val_fm"),
+                                                   metrics.get("val_kl", math.nan))
         return metrics
 
     # ---- the run -----------------------------------------------------------------------------------
