@@ -79,20 +79,24 @@ def force_scatter(reference: np.ndarray, predicted: np.ndarray, path: PathLike, 
 
 
 def energy_histograms(series: Dict[str, np.ndarray], path: PathLike, title: str = "", bins: int = 60,
-                      xlabel: str = "energy - min (kT)", quantile: float = 0.9) -> None:
+                      xlabel: str = "energy - min (kT)", quantile: float = 0.99) -> float:
     """Overlaid histograms of energies (kT), each shifted so its minimum is 0 (the paper's Fig. 3c).
 
-    The x range ends at the ``quantile`` of the shifted energies of all series, so a few clashing
-    samples (target energies of 1e6 kT and more) do not flatten the plot; the legend says how many
-    values of each series lie beyond it.
+    The x range ends at 1.5 x the smallest per-series ``quantile`` of the shifted energies (the
+    narrowest distribution, normally the MD data's), so clashing flow samples (target energies of 1e6
+    kT and more) do not flatten the plot; the legend says how many values of each series lie beyond.
+    Returns the upper end of the x range (kT).
     """
     plt = _pyplot()
     shifted = {}
     for name, values in series.items():
         values = np.asarray(values, dtype=float)
         values = values[np.isfinite(values)]
-        shifted[name] = values - values.min()
-    xmax = float(np.quantile(np.concatenate(list(shifted.values())), quantile))
+        if values.size:
+            shifted[name] = values - values.min()
+    if not shifted:
+        raise ValueError("energy_histograms: no finite energies to plot")
+    xmax = 1.5 * min(float(np.quantile(v, quantile)) for v in shifted.values()) or 1.0
     fig, ax = plt.subplots(figsize=(5.0, 3.6))
     for name, values in shifted.items():
         beyond = int((values > xmax).sum())
@@ -101,6 +105,7 @@ def energy_histograms(series: Dict[str, np.ndarray], path: PathLike, title: str 
     ax.set(xlabel=xlabel, ylabel="density", title=title, xlim=(0.0, xmax))
     ax.legend(fontsize=7)
     _save(fig, path)
+    return xmax
 
 
 def force_field_2d(grids: Dict[str, np.ndarray], extent: Sequence[float], path: PathLike,

@@ -80,3 +80,32 @@ def test_evaluate_writes_metrics_and_figures(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["kind"] == "spline"
     for png in ("ramachandran.png", "forces.png", "energies.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_energy_histogram_range_ignores_clashing_samples(tmp_path):
+    from openmm_smoothflow import plots
+
+    rng = np.random.default_rng(0)
+    data = rng.gamma(30.0, 1.0, 2000)                          # MD-like energies (kT), spread ~ 30 kT
+    samples = np.concatenate([rng.gamma(30.0, 1.0, 1400), 10.0 ** rng.uniform(3, 7, 600)])  # 30% clashes
+    xmax = plots.energy_histograms({"data": data, "samples": samples, "bad": [np.nan]}, tmp_path / "e.png")
+    assert 40.0 < xmax < 150.0
+    assert (tmp_path / "e.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="no finite energies"):
+        plots.energy_histograms({"bad": [np.inf]}, tmp_path / "f.png")
+
+
+def test_nve_summary_keeps_every_run_and_the_largest_jump():
+    from openmm_smoothflow.benchmarks.nve import format_table, summarize
+
+    runs = [dict(blown_up=False, error=None, std_per_dof=s, drift_per_dof=d, max_jump=j, seconds=1.0)
+            for s, d, j in ((1e-3, 1e-4, 0.5), (2e-3, -1e-4, 3.0), (9e-3, 0.0, 40.0))]
+    runs.append(dict(blown_up=True, error="total energy 1e4 kJ/mol at NVE step 30", max_jump=1e4, seconds=1.0))
+    s = summarize(runs)
+    assert (s["runs"], s["blown_up"]) == (4, 1)
+    assert s["std_per_dof_median"] == pytest.approx(2e-3) and s["std_per_dof_mean"] == pytest.approx(4e-3)
+    assert s["max_jump"] == 40.0 and len(s["per_run"]) == 4 and s["per_run"][3]["blown_up"]
+    blown = summarize(runs[3:])
+    assert "std_per_dof_mean" not in blown and blown["first_error"].startswith("total energy")
+    table = format_table({"flow": s, "spline": blown}).splitlines()
+    assert "2.00e-03" in table[1] and "40" in table[1] and table[2].split()[3:] == ["-"] * 4

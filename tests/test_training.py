@@ -32,6 +32,35 @@ def test_loss_weights_are_validated():
         LossWeights(kl=0.7, fm=0.5)
 
 
+def test_force_matching_loss_is_the_mean_squared_force_error_per_component():
+    from openmm_smoothflow.training.losses import force_matching_terms
+    from openmm_smoothflow.training.metrics import data_metrics
+
+    class Harmonic(torch.nn.Module):  # u = sum |x|^2 / 2 (kT): flow force -x
+        def forward(self, x):
+            return 0.5 * (x**2).sum(dim=(1, 2))
+
+    x = torch.randn(5, 4, 3, dtype=torch.float64)
+    forces = torch.randn(5, 4, 3, dtype=torch.float64)
+    energy, residual = force_matching_terms(Harmonic(), x, forces, create_graph=False)
+    torch.testing.assert_close(residual, ((forces + x) ** 2).mean(dim=(1, 2)))
+    metrics = data_metrics(Harmonic(), x, forces)
+    assert metrics["val_force_rmse"] == pytest.approx(float(((forces + x) ** 2).mean().sqrt()))
+    assert metrics["val_fm"] == pytest.approx(metrics["val_force_rmse"] ** 2)
+
+
+def test_sample_metrics_cut_off_clashing_samples():
+    from openmm_smoothflow.training.metrics import importance_metrics
+
+    log_q = torch.zeros(4, dtype=torch.float64)
+    m = importance_metrics(torch.tensor([10.0, 10.0, 1e7, float("nan")], dtype=torch.float64), log_q)
+    # cut-off: 1e7 -> 1e3 + log(1 + 1e7 - 1e3); NaN -> 1e9 kT
+    expected = (20.0 + 1e3 + torch.log1p(torch.tensor(1e7 - 1e3)).item() + 1e9) / 4
+    assert m["val_kl"] == pytest.approx(expected)
+    assert m["val_clash_fraction"] == 0.5 and m["val_nonfinite_samples"] == 1
+    assert m["val_ess"] == pytest.approx(0.5)  # two equal weights of four samples
+
+
 def test_training_improves_and_writes_loadable_checkpoints(md_data, tmp_path):
     trainer = Trainer(tiny_config(md_data, tmp_path / "run", epochs=3), log=lambda *a: None)
     trainer.fit()

@@ -7,23 +7,21 @@ Every (kind, setting) is trained ``--replicas`` times with seeds ``--seed``, ``-
 project's :class:`~openmm_smoothflow.training.trainer.Trainer` on every ``--stride``-th frame of the
 data, at a constant learning rate (``lr_decay`` 1, as the paper's Table 1 runs). The test-set metrics
 are the trainer's validation metrics of the final model on the frames it held out (the last 10% of each
-of 10 contiguous blocks, never trained on): NLL (kT), FME, the force-matching error (the FM loss:
-squared force residual summed over atoms and components, (kT/nm)^2 per frame), and KLD, the reverse
-KL estimate E_q[u + log q] (kT, up to log Z) on ``--val-samples`` flow samples scored by the classical
-force field. A run whose loss or gradient becomes NaN/inf, or whose final metrics are not finite, is
+of 10 contiguous blocks, never trained on): NLL (kT), FME, the force-matching error (the FM loss: the
+squared force residual per component, (kT/nm)^2, the square of the force RMSE; the paper's Table 1
+lists it x 1e-4), and KLD, the reverse KL estimate E_q[cutoff(u) + log q] (kT, up to log Z, with the
+SI-2.5 energy cut-off of the KL loss) on ``--val-samples`` flow samples scored by the classical force
+field. A run whose loss or gradient becomes NaN/inf, or whose final metrics are not finite, is
 counted as failed (the paper's "failed runs"); means and standard errors are over the other replicas.
 Prints the table, writes every run to ``--out`` (JSON).
 
-CPU budget of the defaults, measured (4 steps per cell, then extrapolated) on a shared 2-core machine
-while another training job ran, one torch thread, the full SI-2.4 architecture, batch 128: seconds per
-optimiser step for (omega_k, omega_f) = (0, 0), (0, 0.001), (0.1, 0), (0.1, 0.001) are 0.12, 0.20,
-1.19, 1.30 (smooth; the KL term samples through root finding, 128 samples scored by OpenMM) and 0.09,
-0.24, 0.20, 0.36 (spline): 3.7 s for one step of all 8 cells. The two 45,000-frame data files at
-stride 10 give 8,100 training frames, 63 steps per epoch, so one epoch of all cells is about 4 minutes
-plus 11 s of validation (all 900 held-out frames, 256 samples), and the defaults (3 epochs, 2
-replicas) about 25 minutes. ``--model '{"hidden": [32, 32], "n_torsion_layers": 4, "n_ic_layers":
-2}'`` costs about 40% less per step. Runs this short rank the settings; they do not reproduce the
-paper's values.
+CPU budget, measured: ``--epochs 10 --replicas 3 --threads 1`` (the paper's 10 epochs; 630 steps of
+batch 128 per run) took 3,046 s for all 24 runs on a 2-core machine with a second job on the other core.
+Seconds per run for (omega_k, omega_f) = (0, 0), (0, 0.001), (0.1, 0), (0.1, 0.001): smooth 49, 121,
+199-295, 274-297 (the KL term samples through root finding; 128 samples per step scored by OpenMM);
+spline 34, 84, 76, 136. The defaults (3 epochs, 2 replicas) cost about a fifth of that. ``--model
+'{"hidden": [32, 32], "n_torsion_layers": 4, "n_ic_layers": 2}'`` costs about 40% less per step. Runs
+this short rank the settings; they do not reproduce the paper's values.
 """
 from __future__ import annotations
 
@@ -74,6 +72,7 @@ def train_one(kind: str, kl: float, fm: float, seed: int, out: Path, data: Seque
         result[key] = float(record.get(name, math.nan))
     result["force_rmse"] = float(record.get("val_force_rmse", math.nan))
     result["ess"] = float(record.get("val_ess", math.nan))
+    result["clash_fraction"] = float(record.get("val_clash_fraction", math.nan))
     present = [key for key, name, _ in METRICS if name in record]  # FME needs forces, KLD samples
     if not result["failed"] and not all(math.isfinite(result[key]) for key in present):
         result.update(failed=True, error="non-finite test metric")

@@ -3,8 +3,9 @@
 Per potential and per starting frame: Langevin equilibration (300 K, friction 10/ps, 1 fs), then
 velocity Verlet at 1 fs without thermostat. Reported per potential: the standard deviation of the
 total energy per degree of freedom (kJ/mol; DOF = 3N - 6), the drift (kJ/mol/ps, slope of a linear fit,
-per DOF too) and how many runs blew up (non-finite energy, an OpenMM error, or a total-energy excursion
-past ``blowup_kjmol``). A blown-up run is recorded, never a crash of the command.
+per DOF too), the largest total-energy change between two reports, and how many runs blew up
+(non-finite energy, an OpenMM error, or a total-energy excursion past ``blowup_kjmol``). A blown-up run
+is recorded, never a crash of the command. ``nve.json`` keeps every run's figures.
 """
 from __future__ import annotations
 
@@ -61,21 +62,32 @@ def nve_run(system, topology, positions: np.ndarray, platform: str = "Reference"
     finite = trace[np.isfinite(trace)]
     t_ps = np.arange(len(trace)) * report_every * dt_fs / 1000.0
     result.update(trace=trace, seconds=time.perf_counter() - start, n_dof=n_dof)
+    if len(finite) > 1:  # the largest change of E_tot between two reports: single-step jumps show here
+        result["max_jump"] = float(np.abs(np.diff(finite)).max())
     if not result["blown_up"] and len(finite) > 2:
         result["std_per_dof"] = float(np.std(finite) / n_dof)
         result["drift_per_dof"] = float(np.polyfit(t_ps, trace, 1)[0] / n_dof)
     return result
 
 
+PER_RUN = ("blown_up", "error", "std_per_dof", "drift_per_dof", "max_jump", "seconds")
+
+
 def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Per potential: runs, blow-ups, mean / median / max of the per-run std of E_tot per DOF (kJ/mol),
+    mean and largest |drift| per DOF (kJ/mol/ps), the largest E_tot change between two reports
+    (``max_jump``, kJ/mol, over all runs), and every run's figures (``per_run``)."""
     ok = [r for r in runs if not r["blown_up"]]
-    summary = {"runs": len(runs), "blown_up": len(runs) - len(ok),
-               "seconds": float(sum(r["seconds"] for r in runs))}
+    summary: Dict[str, Any] = {"runs": len(runs), "blown_up": len(runs) - len(ok),
+                               "seconds": float(sum(r["seconds"] for r in runs))}
     if ok:
         stds = np.array([r["std_per_dof"] for r in ok])
         drifts = np.array([r["drift_per_dof"] for r in ok])
-        summary.update(std_per_dof_mean=float(stds.mean()), std_per_dof_max=float(stds.max()),
-                       drift_per_dof_mean=float(drifts.mean()), drift_per_dof_absmax=float(np.abs(drifts).max()))
+        summary.update(std_per_dof_mean=float(stds.mean()), std_per_dof_median=float(np.median(stds)),
+                       std_per_dof_max=float(stds.max()), drift_per_dof_mean=float(drifts.mean()),
+                       drift_per_dof_absmax=float(np.abs(drifts).max()),
+                       max_jump=float(max(r["max_jump"] for r in ok)))
+    summary["per_run"] = [{k: r[k] for k in PER_RUN if k in r} for r in runs]
     errors = [r["error"] for r in runs if r["error"]]
     if errors:
         summary["first_error"] = errors[0]
@@ -115,11 +127,16 @@ def compare(potentials: Dict[str, Any], topology, frames: np.ndarray, out_dir: O
 
 
 def format_table(summary: Dict[str, Any]) -> str:
-    rows = [f"{'potential':<12} {'runs':>4} {'blown':>5} {'std/DOF kJ/mol':>15} {'drift/DOF kJ/mol/ps':>20}"]
+    """Over the runs that did not blow up: mean and median std of E_tot per DOF, mean drift per DOF and
+    the largest E_tot change between two reports."""
+    rows = [f"{'potential':<12} {'runs':>4} {'blown':>5} {'std/DOF kJ/mol':>15} {'median':>9} "
+            f"{'drift/DOF kJ/mol/ps':>20} {'max jump kJ/mol':>16}"]
     for name, s in summary.items():
-        std = f"{s['std_per_dof_mean']:.2e}" if "std_per_dof_mean" in s else "-"
-        drift = f"{s['drift_per_dof_mean']:+.2e}" if "drift_per_dof_mean" in s else "-"
-        rows.append(f"{name:<12} {s['runs']:>4} {s['blown_up']:>5} {std:>15} {drift:>20}")
+        def cell(key: str, fmt: str) -> str:
+            return format(s[key], fmt) if key in s else "-"
+        rows.append(f"{name:<12} {s['runs']:>4} {s['blown_up']:>5} {cell('std_per_dof_mean', '.2e'):>15} "
+                    f"{cell('std_per_dof_median', '.2e'):>9} {cell('drift_per_dof_mean', '+.2e'):>20} "
+                    f"{cell('max_jump', '.3g'):>16}")
     return "\n".join(rows)
 
 

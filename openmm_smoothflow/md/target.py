@@ -42,7 +42,11 @@ class OpenMMWorkerError(RuntimeError):
     """An OpenMM worker process failed (its traceback is in the message) or died."""
 
 
-def energy_cutoff(u: Tensor, low: float = 1e3, high: float = 1e9) -> Tensor:
+CUTOFF_LOW_KT = 1e3   # SI-2.5: target energies (kT) above this grow logarithmically in the KL loss
+CUTOFF_HIGH_KT = 1e9  # ... and are capped here
+
+
+def energy_cutoff(u: Tensor, low: float = CUTOFF_LOW_KT, high: float = CUTOFF_HIGH_KT) -> Tensor:
     """The SI-2.5 cut-off: ``min(u, low + log(1 + u - low), high)``, elementwise.
 
     Identity below ``low``, logarithmic growth above (continuous with slope 1 at ``low``), capped at

@@ -28,7 +28,7 @@ class TrainConfig:
     val_fraction: float = 0.1             # held out as contiguous blocks
     val_blocks: int = 10
     kl: float = 0.0                       # omega_k of Eq. 5
-    fm: float = 0.0                       # omega_f of Eq. 5 (omega_n = 1 - kl - fm)
+    fm: float = 0.0                       # omega_f of Eq. 5 (omega_n = 1 - kl - fm); FM loss per component
     lr: float = 5e-4
     lr_decay: float = 0.7                 # lr multiplied by this after each epoch
     batch_size: int = 128                 # per process

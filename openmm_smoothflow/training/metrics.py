@@ -1,9 +1,11 @@
 """Accuracy metrics shared by validation during training and ``smoothflow evaluate``.
 
-All energies in kT, forces in kT/nm. Data metrics: NLL, mean squared force residual (summed over atoms
-and components, the FM loss) and force RMSE per component. Sample metrics (flow samples scored by the
-target energy): reverse KL estimate E_q[u + log q] (up to the log partition function) and the Kish
-effective sample size divided by the number of samples.
+All energies in kT, forces in kT/nm. Data metrics: NLL, the FM loss (squared force residual per
+component, (kT/nm)^2) and force RMSE per component. Sample metrics (flow samples scored by the target
+energy): reverse KL estimate E_q[cutoff(u) + log q] (up to the log partition function; ``cutoff`` is
+the SI-2.5 energy cut-off of the KL loss, so a few clashing samples with u = 1e6 kT do not swamp it),
+the fraction of samples above the cut-off's linear range (u > 1e3 kT), and the Kish effective sample
+size divided by the number of samples (raw target energies).
 """
 from __future__ import annotations
 
@@ -14,16 +16,18 @@ from torch import Tensor
 
 
 def kish_ess_fraction(log_weights: Tensor) -> float:
-    """Kish effective sample size / N of importance weights given by their logs (B,)."""
+    """Kish effective sample size / N of importance weights given by their logs (B,); a sample with a
+    non-finite log weight (e.g. a NaN target energy) counts as weight 0."""
+    n = log_weights.numel()
     log_weights = log_weights[torch.isfinite(log_weights)]
     if log_weights.numel() == 0:
         return 0.0
     w = torch.exp(log_weights - log_weights.max())
-    return float(w.sum() ** 2 / (w**2).sum() / log_weights.numel())
+    return float(w.sum() ** 2 / (w**2).sum() / n)
 
 
 def data_metrics(generator, positions: Tensor, forces_kt: Optional[Tensor], chunk: int = 512) -> Dict[str, float]:
-    """NLL (kT), FM residual ((kT/nm)^2 per frame) and force RMSE (kT/nm per component) on frames."""
+    """NLL (kT), FM loss ((kT/nm)^2 per component) and force RMSE (kT/nm per component) on frames."""
     from .losses import force_matching_terms
 
     energies, residuals = [], []
@@ -39,24 +43,35 @@ def data_metrics(generator, positions: Tensor, forces_kt: Optional[Tensor], chun
         residuals.append(residual.detach())
     out = {"val_nll": float(torch.cat(energies).mean())}
     if forces_kt is not None:
-        residual = torch.cat(residuals)
-        out["val_fm"] = float(residual.mean())
-        out["val_force_rmse"] = float(residual.sum() / (len(residual) * positions[0].numel())) ** 0.5
+        out["val_fm"] = float(torch.cat(residuals).mean())
+        out["val_force_rmse"] = out["val_fm"] ** 0.5
     return out
 
 
+def importance_metrics(u: Tensor, log_q: Tensor) -> Dict[str, float]:
+    """Metrics of flow samples from their target energies ``u`` (B,) and flow log densities ``log_q``
+    (B,), both in kT: reverse KL estimate E_q[cutoff(u) + log q] (kT, up to log Z; the SI-2.5 cut-off
+    of the KL loss, NaN/inf target energies count as 1e9 kT), the fraction of samples above 1e3 kT,
+    Kish ESS / N (raw energies), and how many samples have a non-finite u or log q."""
+    from ..md.target import CUTOFF_LOW_KT, energy_cutoff
+
+    finite = torch.isfinite(u) & torch.isfinite(log_q)
+    ok_q = torch.isfinite(log_q)
+    kl = energy_cutoff(u) + log_q
+    return {"val_kl": float(kl[ok_q].mean()) if ok_q.any() else float("inf"),
+            "val_clash_fraction": float((~(u <= CUTOFF_LOW_KT)).double().mean()),
+            "val_ess": kish_ess_fraction(-(u + log_q)), "val_nonfinite_samples": int((~finite).sum())}
+
+
 def sample_metrics(generator, target, n_samples: int) -> Dict[str, float]:
-    """Reverse KL estimate (kT) and Kish ESS / N of ``n_samples`` flow samples under ``target``.
+    """:func:`importance_metrics` of ``n_samples`` flow samples under ``target``.
 
     ``target(x)`` gives the target energy (B,) in kT for positions (B, N, 3) nm.
     """
     with torch.no_grad():
         x, log_q = generator.sample(n_samples)
         u = target(x.to(torch.float64)).to(log_q.dtype)
-    finite = torch.isfinite(u) & torch.isfinite(log_q)
-    log_w = -(u + log_q)
-    return {"val_kl": float((u + log_q)[finite].mean()) if finite.any() else float("inf"),
-            "val_ess": kish_ess_fraction(log_w), "val_nonfinite_samples": int((~finite).sum())}
+    return importance_metrics(u, log_q)
 
 
 def validation_metrics(generator, positions: Tensor, forces_kt: Optional[Tensor], target=None,
