@@ -9,9 +9,9 @@ time: 37 s MD, 331 s training, 56 s flow MD; 406 s in all. An idle machine is fa
 
 1. simulate: classical MD (amber99sbildn + OBC, Langevin 300 K) writes positions, forces and energies.
 2. train: a reduced smooth flow (bump-function mixtures) on these frames, first by maximum likelihood
-   (NLL), then from there with the loss of Eq. 5, NLL + force matching (omega_f = 0.062, as the
-   shipped model was trained; force matching starts from the NLL-trained flow because from a random
-   start a weight this large stalls the NLL); blocks of the trajectory are held out for validation.
+   (NLL), then from there with the loss of Eq. 5, NLL + force matching with a strong force weight
+   (omega_f = 0.062; from a random start a weight this large stalls the NLL, hence the NLL stage);
+   blocks of the trajectory are held out for validation.
 3. export: one TorchScript file, positions (N, 3) nm -> energy kJ/mol, with metadata.
 4. MD with the exported flow as an ``openmmtorch.TorchForce``: Langevin at 300 K, then NVE (velocity
    Verlet) from the last Langevin state, reporting how well the total energy is conserved.
