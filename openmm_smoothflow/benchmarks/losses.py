@@ -70,9 +70,8 @@ def train_one(kind: str, kl: float, fm: float, seed: int, out: Path, data: Seque
     result["seconds"] = round(time.perf_counter() - start, 2)
     for key, name, _ in METRICS:
         result[key] = float(record.get(name, math.nan))
-    result["force_rmse"] = float(record.get("val_force_rmse", math.nan))
-    result["ess"] = float(record.get("val_ess", math.nan))
-    result["clash_fraction"] = float(record.get("val_clash_fraction", math.nan))
+    for key in ("force_rmse", "ess", "clash_fraction"):  # recorded per run, not tabulated
+        result[key] = float(record.get("val_" + key, math.nan))
     present = [key for key, name, _ in METRICS if name in record]  # FME needs forces, KLD samples
     if not result["failed"] and not all(math.isfinite(result[key]) for key in present):
         result.update(failed=True, error="non-finite test metric")
