@@ -6,10 +6,12 @@ PYTEST_ARGS ?= -m "not slow"
 
 .PHONY: test test-all demo clean
 
-$(VENV)/.installed: setup.py
+# The package metadata has version ranges; constraints.txt pins the set tested together, and the
+# `cpu` extra brings the PyPI build of the openmm-torch plugin (conda users: see environment.yml).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade --quiet pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[cpu,test]"
 	touch $@
 
 test: $(VENV)/.installed

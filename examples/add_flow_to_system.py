@@ -15,7 +15,7 @@ import openmmtorch
 import torch
 from openmm import app, unit
 
-from openmm_smoothflow.demo import packaged
+from openmm_smoothflow.io import packaged
 
 torch.set_num_threads(1)  # one molecule per step: extra threads only add overhead
 model_path = sys.argv[1] if len(sys.argv) > 1 else str(packaged("ala2-smooth.pt"))

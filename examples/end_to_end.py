@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     t = done("export", t)
 
     # 4. MD with the flow as the potential ----------------------------------------------------------
-    from openmm_smoothflow.benchmarks.evaluate import phi_psi
+    from openmm_smoothflow.analysis.phi_psi import phi_psi
     from openmm_smoothflow.md.systems import get_platform
 
     stage(4, f"MD with the exported flow (TorchForce, Reference platform): {s['langevin_steps']} Langevin "

@@ -18,7 +18,7 @@ import torch
 from openmm import app, unit
 from openmmml import MLPotential
 
-from openmm_smoothflow.demo import packaged
+from openmm_smoothflow.io import packaged
 from openmm_smoothflow.potential import FlowPotential
 
 torch.set_num_threads(1)

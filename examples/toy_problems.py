@@ -5,7 +5,8 @@ fields on the ring energy (non-periodic) and on its periodic version (torus).
     python examples/toy_problems.py --quick          # a tiny run (seconds), e.g. as a smoke test
 
 Writes ``toy.png`` (the figure) and ``toy.json`` (the metrics table) into ``--out-dir`` and prints the
-table. See ``openmm_smoothflow/benchmarks/toy.py`` for the energies, the sampler and the flows.
+table. See ``openmm_smoothflow/benchmarks/toy_models.py`` for the energies, the sampler and the flows,
+``openmm_smoothflow/benchmarks/toy.py`` for the metrics and the figure.
 """
 import argparse
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from openmm_smoothflow.benchmarks import toy
+from openmm_smoothflow.benchmarks import toy, toy_models
 from openmm_smoothflow.io import atomic_write
 
 
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
         settings.update(n_side=20, n_burnin=200, n_record=5, n_iter=min(args.iterations, 100), batch_size=256,
                         n_components=8, hidden=(32, 32), n_grid=64, n_quiver=24)
     results, panels = {}, {}
-    for problem in toy.PROBLEMS:
+    for problem in toy_models.PROBLEMS:
         results[problem], panels[problem] = toy.run_problem(problem, **settings)
     print(toy.format_table(results))
 

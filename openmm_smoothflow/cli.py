@@ -1,7 +1,8 @@
 """The ``smoothflow`` command.
 
-Every subcommand lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``;
-the module is imported only when its subcommand runs (torch/openmm imports are slow).
+Every subcommand lives in its own module of ``openmm_smoothflow.commands`` (``bench X`` in
+``commands/bench_X.py``) exposing ``add_arguments(parser)`` and ``run(args) -> int``; those modules
+alone parse arguments, and each is imported only when its subcommand runs (torch/openmm imports are slow).
 """
 from __future__ import annotations
 
@@ -10,22 +11,24 @@ import importlib
 import sys
 from typing import List, Optional
 
+from openmm_smoothflow import __version__
+
 # name -> (module, one-line help). `bench` has its own sub-subcommands, listed in BENCHES.
 COMMANDS = {
-    "simulate": ("openmm_smoothflow.md.sampling", "run OpenMM MD and write training data (.npz)"),
-    "train": ("openmm_smoothflow.training.trainer", "train a Boltzmann generator on MD data"),
-    "export": ("openmm_smoothflow.potential", "export a checkpoint to one TorchScript model file"),
-    "md": ("openmm_smoothflow.md.run", "run MD with an exported flow as the potential"),
-    "evaluate": ("openmm_smoothflow.benchmarks.evaluate", "accuracy metrics and figures of a model"),
-    "demo": ("openmm_smoothflow.demo", "the shipped model driving OpenMM: NVE vs classical, figures"),
+    "simulate": ("openmm_smoothflow.commands.simulate", "run OpenMM MD and write training data (.npz)"),
+    "train": ("openmm_smoothflow.commands.train", "train a Boltzmann generator on MD data"),
+    "export": ("openmm_smoothflow.commands.export", "export a checkpoint to one TorchScript model file"),
+    "md": ("openmm_smoothflow.commands.md", "run MD with an exported flow as the potential"),
+    "evaluate": ("openmm_smoothflow.commands.evaluate", "accuracy metrics and figures of a model"),
+    "demo": ("openmm_smoothflow.commands.demo", "the shipped model driving OpenMM: NVE vs classical, figures"),
 }
 BENCHES = {
-    "inverse": ("openmm_smoothflow.benchmarks.inverse", "analytic vs root-finding inversion (Table SI-1)"),
-    "speed": ("openmm_smoothflow.benchmarks.speed", "ms per MD step, flow vs classical"),
-    "train": ("openmm_smoothflow.benchmarks.train", "training throughput and peak memory"),
-    "nve": ("openmm_smoothflow.benchmarks.nve", "energy conservation in NVE (Fig. 4)"),
-    "toy": ("openmm_smoothflow.benchmarks.toy", "2-D toy problems: smooth vs spline force fields (Fig. 2)"),
-    "losses": ("openmm_smoothflow.benchmarks.losses", "Table 1 (reduced): smooth vs spline under NLL/FM/KL loss weights"),
+    "inverse": ("openmm_smoothflow.commands.bench_inverse", "analytic vs root-finding inversion (Table SI-1)"),
+    "speed": ("openmm_smoothflow.commands.bench_speed", "ms per MD step, flow vs classical"),
+    "train": ("openmm_smoothflow.commands.bench_train", "training throughput and peak memory"),
+    "nve": ("openmm_smoothflow.commands.bench_nve", "energy conservation in NVE (Fig. 4)"),
+    "toy": ("openmm_smoothflow.commands.bench_toy", "2-D toy problems: smooth vs spline force fields (Fig. 2)"),
+    "losses": ("openmm_smoothflow.commands.bench_losses", "Table 1 (reduced): smooth vs spline under NLL/FM/KL loss weights"),
 }
 
 
@@ -44,6 +47,7 @@ def _add(sub: "argparse._SubParsersAction", name: str, module: str, help_: str) 
 
 def build_parser(argv: List[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smoothflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     # Import only the module of the subcommand being run; the others get a bare entry for --help.
     wanted = argv[0] if argv else None

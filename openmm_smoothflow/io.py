@@ -1,13 +1,19 @@
-"""Atomic file writes: every checkpoint, export and data file goes through here."""
+"""Files: atomic writes (every checkpoint, export and data file goes through here) and packaged data."""
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+from importlib import resources
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator
 
-PathLike = Union[str, "os.PathLike[str]"]
+from .units import PathLike
+
+
+def packaged(name: str) -> Path:
+    """Path of a file shipped in ``openmm_smoothflow/data`` (PDB, exported models, frames)."""
+    return Path(str(resources.files("openmm_smoothflow") / "data" / name))
 
 
 @contextlib.contextmanager

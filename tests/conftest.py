@@ -1,9 +1,13 @@
-"""Shared fixtures: small molecules and generators made here, nothing downloaded."""
+"""Shared fixtures: small molecules and data made here, nothing downloaded (helpers: ``helpers.py``)."""
 import pytest
 import torch
 from openmm import app, unit
 
 from openmm_smoothflow.md.systems import alanine_dipeptide_pdb
+
+# Until every test imports these from helpers.py (``from conftest import`` breaks once another folder
+# has its own conftest.py): remove this line then.
+from helpers import TINY_MODEL, chain_topology, randomize  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -15,28 +19,6 @@ def ala2():
 @pytest.fixture(scope="session")
 def ala2_positions(ala2):
     return torch.tensor(ala2.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float64)
-
-
-def chain_topology(n_atoms: int = 5) -> app.Topology:
-    """A linear chain of carbons, bonded in order (a small molecule for exact tests)."""
-    top = app.Topology()
-    residue = top.addResidue("CHN", top.addChain())
-    atoms = [top.addAtom(f"C{i}", app.element.carbon, residue) for i in range(n_atoms)]
-    for a, b in zip(atoms, atoms[1:]):
-        top.addBond(a, b)
-    return top
-
-
-def randomize(generator, scale: float = 0.3, seed: int = 0):
-    """Give every conditioner's (zero-initialised) last layer random weights: a non-trivial flow."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in generator.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return generator
-
-
-TINY_MODEL = {"hidden": [16, 16], "n_torsion_layers": 2, "n_ic_layers": 2}
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,6 @@ this short rank the settings; they do not reproduce the paper's values.
 """
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -33,19 +32,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 SETTINGS: Tuple[Tuple[float, float], ...] = ((0.0, 0.0), (0.0, 0.001), (0.1, 0.0), (0.1, 0.001))  # (omega_k, omega_f)
-KINDS = ("smooth", "spline")
+DEFAULT_KINDS = ("smooth", "spline")  # the flows of Table 1
 METRICS = (("nll", "val_nll", "NLL (kT)"), ("fme", "val_fm", "FME ((kT/nm)^2)"), ("kld", "val_kl", "KLD (kT)"))
-
-
-def parse_setting(text: str) -> Tuple[float, float]:
-    """``"KL,FM"`` (omega_k, omega_f), e.g. ``"0.1,0.001"``."""
-    try:
-        kl, fm = (float(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"a setting is OMEGA_K,OMEGA_F (e.g. 0.1,0.001), not {text!r}") from None
-    if kl < 0 or fm < 0 or kl + fm > 1:
-        raise ValueError(f"setting {text!r}: need omega_k, omega_f >= 0 and omega_k + omega_f <= 1")
-    return kl, fm
 
 
 def train_one(kind: str, kl: float, fm: float, seed: int, out: Path, data: Sequence[str], stride: int = 10,
@@ -109,78 +97,36 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _finite_or_none(value: Any) -> Any:
+def run_table(kinds: Sequence[str], settings: Sequence[Tuple[float, float]], replicas: int, seed: int,
+              runs_dir: Optional[Path] = None, **common: Any) -> List[Dict[str, Any]]:
+    """Train every (kind, setting) ``replicas`` times (seeds ``seed``, ``seed + 1``, ...) with
+    :func:`train_one` (``common``: its keyword arguments), printing each run; one row per (kind,
+    setting) with its :func:`summarize` and runs. Checkpoints go to ``runs_dir`` (default: a temporary
+    directory, removed afterwards)."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="smoothflow-losses-") as tmp:
+        runs_dir = Path(runs_dir) if runs_dir else Path(tmp)
+        for kind in kinds:
+            for kl, fm in settings:
+                runs = []
+                for replica in range(replicas):
+                    run_seed = seed + replica
+                    r = train_one(kind, kl, fm, run_seed, runs_dir / f"{kind}-k{kl:g}-f{fm:g}-seed{run_seed}", **common)
+                    runs.append(r)
+                    what = (f"FAILED ({r['error']})" if r["failed"] else
+                            f"NLL {r['nll']:.4g}  FME {r['fme']:.4g}  KLD {r['kld']:.4g}")
+                    print(f"{kind:<7} omega_k={kl:g} omega_f={fm:g} seed {run_seed}: {what}  ({r['seconds']:.0f} s)",
+                          flush=True)
+                rows.append({"kind": kind, "kl": kl, "fm": fm, "summary": summarize(runs), "runs": runs})
+    return rows
+
+
+def finite_or_none(value: Any) -> Any:
     """NaN/inf -> None, recursively (strict JSON)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
+        return [finite_or_none(v) for v in value]
     return value
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--data", nargs="+", required=True, help="MD data .npz files (positions and forces)")
-    parser.add_argument("--stride", type=int, default=10, help="use every stride-th frame (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default %(default)s)")
-    parser.add_argument("--replicas", type=int, default=2, help="runs per (kind, setting), seeds differ (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first replica (default %(default)s)")
-    parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=["smooth", "spline", "affine"])
-    parser.add_argument("--settings", nargs="+", type=parse_setting, default=list(SETTINGS), metavar="KL,FM",
-                        help="(omega_k, omega_f) pairs (default: 0,0 0,0.001 0.1,0 0.1,0.001)")
-    parser.add_argument("--model", type=json.loads, default={}, metavar="JSON",
-                        help='architecture overrides, e.g. \'{"hidden": [32, 32]}\' (default: the SI-2.4 model)')
-    parser.add_argument("--max-steps", type=int, default=0, help=">0: at most this many steps per epoch")
-    parser.add_argument("--lr", type=float, default=5e-4, help="constant learning rate (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--kl-samples", type=int, default=128, help="flow samples per step for the KL term")
-    parser.add_argument("--val-samples", type=int, default=256, help="flow samples for the test-set KLD")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
-    parser.add_argument("--runs-dir", default=None, help="keep each run's checkpoints here (default: a temporary directory)")
-    parser.add_argument("--out", default="bench-losses.json", help="JSON file of every run and the table")
-
-
-def run(args) -> int:
-    from ..io import atomic_write
-    from ..training.data import load_md_data, split_blocks
-
-    data = load_md_data(args.data, stride=args.stride)
-    n_train = len(split_blocks(len(data), 0.1, 10)[0])
-    if n_train < args.batch_size:
-        print(f"smoothflow bench losses: {n_train} training frames at stride {args.stride}, fewer than one batch "
-              f"of {args.batch_size}: lower --stride or --batch-size")
-        return 2
-    needs_forces = any(fm > 0 for _, fm in args.settings)
-    if needs_forces and data.forces is None:
-        print("smoothflow bench losses: force matching needs forces in every data file")
-        return 2
-    print(f"{len(data)} frames (stride {args.stride}), {n_train} for training; {args.epochs} epochs, "
-          f"{args.replicas} replicas, kinds {' '.join(args.kinds)}, model overrides {args.model or 'none'}", flush=True)
-    common = dict(data=args.data, stride=args.stride, epochs=args.epochs, model=args.model, max_steps=args.max_steps,
-                  lr=args.lr, batch_size=args.batch_size, kl_samples=args.kl_samples, val_samples=args.val_samples,
-                  threads=args.threads)
-    start = time.perf_counter()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="smoothflow-losses-") as tmp:
-        runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tmp)
-        for kind in args.kinds:
-            for kl, fm in args.settings:
-                runs = []
-                for replica in range(args.replicas):
-                    seed = args.seed + replica
-                    r = train_one(kind, kl, fm, seed, runs_dir / f"{kind}-k{kl:g}-f{fm:g}-seed{seed}", **common)
-                    runs.append(r)
-                    what = (f"FAILED ({r['error']})" if r["failed"] else
-                            f"NLL {r['nll']:.4g}  FME {r['fme']:.4g}  KLD {r['kld']:.4g}")
-                    print(f"{kind:<7} omega_k={kl:g} omega_f={fm:g} seed {seed}: {what}  ({r['seconds']:.0f} s)", flush=True)
-                rows.append({"kind": kind, "kl": kl, "fm": fm, "summary": summarize(runs), "runs": runs})
-    table = format_table(rows)
-    print()
-    print(table)
-    result = {"settings": {k: v for k, v in vars(args).items() if not k.startswith("_") and not callable(v)},
-              "rows": rows, "table": table, "seconds": round(time.perf_counter() - start, 1)}
-    with atomic_write(Path(args.out)) as tmp_path:
-        tmp_path.write_text(json.dumps(_finite_or_none(result), indent=2, allow_nan=False))
-    print(f"wrote {args.out} ({result['seconds']:.0f} s)")
-    return 0

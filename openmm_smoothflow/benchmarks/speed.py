@@ -20,8 +20,6 @@ backend's energy and forces equal the TorchForce's at the same positions.
 ``torch.compile`` of the paper model takes minutes on a busy CPU with a cold inductor cache
 (``--skip-compiled`` leaves it out). Timings are noisy on a shared machine: compare rows of one run.
 """
-import argparse
-import json
 import os
 import platform as platform_module
 import statistics
@@ -33,20 +31,6 @@ import numpy as np
 
 SEED = 0
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, default=200, help="MD steps per timed repeat (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per row (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed MD steps first (default: %(default)s)")
-    parser.add_argument("--platforms", nargs="+", default=["Reference", "CPU"],
-                        help="OpenMM platforms for the classical and TorchForce rows (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads and OpenMM CPU-platform threads (default: %(default)s)")
-    parser.add_argument("--skip-compiled", action="store_true", help="leave out the torch.compile backend")
-    parser.add_argument("--out", default="bench-speed.json", help="JSON output (default: %(default)s)")
-
-
-# ---- measurements ----------------------------------------------------------------------------------
 
 def md_speed(system, positions: np.ndarray, platform: str, steps: int, repeats: int, warmup: int,
              threads: int) -> Dict[str, Any]:
@@ -169,25 +153,27 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
+def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platforms=("Reference", "CPU"),
+                    threads: int = 1, skip_compiled: bool = False) -> Dict[str, Any]:
+    """Every row of the benchmark (see the module docstring), printed as it is measured; returns the
+    protocol, machine, MD rows, batch-1 timings outside OpenMM and the compiled-vs-TorchForce check."""
     import torch
     from openmm import unit
 
     from ..flows.generator import BoltzmannGenerator
-    from ..io import atomic_write
     from ..md.systems import alanine_dipeptide_pdb, available_platforms, classical_system, load_pdb
     from ..potential import FlowPotential, export
 
-    torch.set_num_threads(args.threads)
-    platforms = [p for p in args.platforms if p in available_platforms()]
+    torch.set_num_threads(threads)
+    wanted, platforms = list(platforms), [p for p in platforms if p in available_platforms()]
     if not platforms:
-        raise SystemExit(f"none of {args.platforms} is available; available: {available_platforms()}")
+        raise SystemExit(f"none of {wanted} is available; available: {available_platforms()}")
     reference = "Reference" if "Reference" in platforms else platforms[0]
     pdb = load_pdb(alanine_dipeptide_pdb())
     topology = pdb.topology
     x0 = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
-    print(f"smoothflow bench speed: alanine dipeptide, {args.steps} steps x {args.repeats} repeats "
-          f"(+{args.warmup} warm-up), torch threads {args.threads}, platforms {platforms}")
+    print(f"smoothflow bench speed: alanine dipeptide, {steps} steps x {repeats} repeats "
+          f"(+{warmup} warm-up), torch threads {threads}, platforms {platforms}")
 
     with tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(SEED)
@@ -231,11 +217,11 @@ def run(args) -> int:
                 compiled.append(FlowPotential(paths["smooth64"]).createSystem(topology, backend="compiled"))
             return compiled[0]
 
-        if not args.skip_compiled:
+        if not skip_compiled:
             jobs.append(("smooth", "compiled", "Reference", "float64", compiled_system))
         jobs.append(("spline", "torchforce", reference, "float64",
                      lambda: FlowPotential(paths["spline64"]).createSystem(topology)))
-        if not args.skip_compiled:
+        if not skip_compiled:
             print("\nnote: torch.compile of the paper-size model takes minutes on a busy machine with a cold "
                   "inductor cache (its 'setup s' below: Context + first force); later runs reuse the cache")
         rows: List[Dict[str, Any]] = []
@@ -244,7 +230,7 @@ def run(args) -> int:
         for name, backend, plat, dtype, build in jobs:
             row: Dict[str, Any] = dict(potential=name, backend=backend, platform=plat, dtype=dtype)
             try:
-                row.update(md_speed(build(), x0, plat, args.steps, args.repeats, args.warmup, args.threads))
+                row.update(md_speed(build(), x0, plat, steps, repeats, warmup, threads))
             except Exception as exc:  # a failing backend is reported, the others still run
                 row["error"] = f"{type(exc).__name__}: {exc}"
             rows.append(row)
@@ -252,7 +238,7 @@ def run(args) -> int:
 
         # -- compiled backend vs TorchForce at the same positions
         check: Dict[str, Any] = {}
-        if not args.skip_compiled:
+        if not skip_compiled:
             rng = np.random.default_rng(SEED)
             for i, x in enumerate([x0, x0 + 0.005 * rng.standard_normal(x0.shape)]):
                 e_tf, f_tf = single_point(FlowPotential(paths["smooth64"]).createSystem(topology), x)
@@ -266,13 +252,10 @@ def run(args) -> int:
                   f"{worst_e:.2e} kJ/mol, max |dF| = {worst_f:.2e} kJ/mol/nm")
 
     print("\n" + format_table(rows))
-    result = dict(protocol=dict(steps=args.steps, repeats=args.repeats, warmup=args.warmup, threads=args.threads,
+    result = dict(protocol=dict(steps=steps, repeats=repeats, warmup=warmup, threads=threads,
                                 platforms=platforms, integrator="LangevinMiddle 300 K 1/ps 1 fs",
                                 model="paper-size, random weights (from_topology)", n_parameters=n_params),
                   machine=dict(processor=platform_module.processor() or platform_module.machine(),
                                cpu_count=os.cpu_count(), torch=torch.__version__),
                   rows=rows, outside_openmm=outside, compiled_check=check)
-    with atomic_write(args.out) as tmp_path:
-        tmp_path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
-    return 0
+    return result

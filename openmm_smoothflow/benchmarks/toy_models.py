@@ -1,12 +1,10 @@
-"""The 2-D toy problems of the paper (SI-2.1): energies, Metropolis-Hastings data, a small coupling
-flow on the unit box and its maximum-likelihood training. ``toy.py`` runs the benchmark on them."""
+"""The 2-D toy problems of the paper (SI-2.1): energies, Metropolis-Hastings data, a small flow on the
+unit box built from the library's transforms and coupling layers, and its maximum-likelihood training.
+``toy.py`` runs the benchmark on them."""
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +16,7 @@ PROBLEMS = {
     "rings": dict(periodic=False, sigma=0.06),
     "torus": dict(periodic=True, sigma=0.05),
 }
-KINDS = ("spline", "smooth")
+KINDS = ("spline", "smooth")  # the flows compared (a subset of flows.generator.KINDS), in run order
 
 
 # --------------------------------------------------------------------------------------------- energies
@@ -148,9 +146,9 @@ def sample_problem(energy: RingEnergy, n_side: int = 100, n_burnin: int = 1000, 
 class ToyFlow(nn.Module):
     """A 2-D flow: box -> unit square (or torus) -> ``n_layers`` coupling layers -> uniform base.
 
-    ``kind``: "smooth" (``BumpMixture``, C^infinity) or "spline" (``RationalQuadraticSpline``, C^1), each
-    with ``n_components`` components / bins; circular transforms and conditioner inputs when
-    ``periodic``. Layer k transforms dimension k % 2 conditioned on the other. Density direction
+    ``kind``: a flow kind of the library (``flows.generator.make_transform``): "smooth" (``BumpMixture``,
+    C^infinity) or "spline" (``RationalQuadraticSpline``, C^1), each with ``n_components`` components /
+    bins, or "affine"; circular transforms and conditioner inputs when ``periodic``. Layer k transforms dimension k % 2 conditioned on the other. Density direction
     ``forward(x)`` (B, 2) -> (z (B, 2) in [0, 1)^2, log|det dz/dx| (B,)); ``x`` must lie in the box
     (wrapped onto it when periodic).
     """
@@ -160,24 +158,17 @@ class ToyFlow(nn.Module):
                  box: Tuple[float, float] = BOX) -> None:
         super().__init__()
         from ..flows.coupling import CouplingLayer
-        from ..transforms import BumpMixture, RationalQuadraticSpline
+        from ..flows.generator import make_transform
 
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         self.kind = kind
         self.periodic = bool(periodic)
         self.box = (float(box[0]), float(box[1]))
         self.width = self.box[1] - self.box[0]
         self.box_logdet = -2.0 * math.log(self.width)  # log|det d(unit)/dx|, constant
 
-        def transform() -> nn.Module:
-            if kind == "smooth":
-                return BumpMixture(n_components, circular=self.periodic)
-            return RationalQuadraticSpline(n_components, circular=self.periodic)
-
         self.layers = nn.ModuleList(
-            CouplingLayer(transform(), cond_idx=[1 - k % 2], out_idx=[k % 2], circular=[self.periodic] * 2,
-                          hidden=tuple(hidden))
+            CouplingLayer(make_transform(kind, self.periodic, n_components), cond_idx=[1 - k % 2],
+                          out_idx=[k % 2], circular=[self.periodic] * 2, hidden=tuple(hidden))
             for k in range(n_layers))
 
     def to_unit(self, x: Tensor) -> Tensor:

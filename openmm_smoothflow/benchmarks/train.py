@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any, Dict
 
 MODES = {"nll": dict(fm=0.0, kl=0.0), "nll+fm": dict(fm=0.001, kl=0.0), "nll+fm+kl": dict(fm=0.001, kl=0.1)}
@@ -21,20 +20,22 @@ def measure(mode: str, batch: int, steps: int, threads: int, compile_: bool, kin
     import resource
 
     import torch
+    from openmm import unit
 
     from ..flows.generator import BoltzmannGenerator
     from ..md.systems import alanine_dipeptide_pdb, classical_system, load_pdb
-    from ..md.target import OpenMMTarget
     from ..training.losses import LossWeights, combined_loss
+    from ..training.target import OpenMMTarget
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     pdb = load_pdb(alanine_dipeptide_pdb())
     generator = BoltzmannGenerator.from_topology(pdb.topology, kind=kind)
     model = torch.compile(generator) if compile_ else generator
-    x0 = torch.tensor(pdb.getPositions(asNumpy=True)._value, dtype=torch.float32) / 10.0
-    x = x0 + 0.002 * torch.randn(batch, *x0.shape)
+    x0 = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float32)
+    x = x0 + 0.002 * torch.randn(batch, *x0.shape)  # near the structure: inside the model's support
     forces = 100.0 * torch.randn(batch, *x0.shape)
+    outside = generator.count_outside(x)  # frames past a bond or angle range (the wall): should be 0
     weights = LossWeights(**MODES[mode])
     target = OpenMMTarget(classical_system(pdb.topology), 300.0) if weights.kl > 0 else None
     optimizer = torch.optim.Adam(generator.parameters(), lr=1e-5)
@@ -55,42 +56,17 @@ def measure(mode: str, batch: int, steps: int, threads: int, compile_: bool, kin
         target.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"mode": mode, "frames_per_s": batch * steps / seconds, "ms_per_step": 1000 * seconds / steps,
-            "peak_mb": peak_mb, "threads": threads, "compile": compile_, "batch": batch, "kind": kind,
-            "parameters": generator.n_parameters()}
+            "peak_mb": peak_mb, "frames_outside": outside, "threads": threads, "compile": compile_, "batch": batch,
+            "kind": kind, "parameters": generator.n_parameters()}
 
 
-def add_arguments(parser) -> None:
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the generator")
-    parser.add_argument("--kind", default="smooth", choices=["smooth", "spline", "affine"])
-    parser.add_argument("--out", default="bench-train.json")
-    parser.add_argument("--_one", default=None, help=__import__("argparse").SUPPRESS)
-
-
-def run(args) -> int:
-    from ..io import atomic_write
-
-    if args._one:  # child process: one mode, JSON on stdout
-        print(json.dumps(measure(args._one, args.batch, args.steps, args.threads, args.compile, args.kind)))
-        return 0
-    results = []
-    print(f"{'loss':<10} {'frames/s':>9} {'ms/step':>8} {'peak MB':>8}  ({args.kind}, batch {args.batch}, "
-          f"{args.threads} threads, compile={args.compile})")
-    for mode in args.modes:
-        cmd = [sys.executable, "-m", "openmm_smoothflow.cli", "bench", "train", "--_one", mode, "--batch",
-               str(args.batch), "--steps", str(args.steps), "--threads", str(args.threads), "--kind", args.kind]
-        cmd += ["--compile"] if args.compile else []
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{mode:<10} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'}")
-            continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append(r)
-        print(f"{mode:<10} {r['frames_per_s']:>9.0f} {r['ms_per_step']:>8.1f} {r['peak_mb']:>8.0f}")
-    with atomic_write(Path(args.out)) as tmp:
-        tmp.write_text(json.dumps(results, indent=2))
-    print(f"wrote {args.out}")
-    return 0
+def measure_in_subprocess(mode: str, batch: int, steps: int, threads: int, compile_: bool, kind: str) -> Dict[str, Any]:
+    """:func:`measure` in a fresh Python process, so that its peak memory is this mode's alone;
+    RuntimeError with the child's last stderr line if it fails."""
+    code = ("import json, sys; from openmm_smoothflow.benchmarks.train import measure; "
+            "print(json.dumps(measure(*json.loads(sys.argv[1]))))")
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps([mode, batch, steps, threads, compile_, kind])],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "?")
+    return json.loads(proc.stdout.strip().splitlines()[-1])

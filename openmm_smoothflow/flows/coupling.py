@@ -5,9 +5,11 @@ The whole flow state is one tensor ``u`` (B, D) of unit-box coordinates (bonds, 
 by side); a layer is described by two index buffers, ``cond_idx`` (what it reads) and ``out_idx`` (what
 it transforms). This keeps every layer the same TorchScript type and the architecture a plain list.
 
-Besides autograd, a layer can run its density direction with its first derivatives written out
-(``forward_cached`` + :func:`coupling_backward`, no autograd graph): the exported MD energy uses that,
-because at batch 1 autograd's per-operation overhead, not arithmetic, is the cost of a force.
+Every module here has ONE forward, ``forward_cached(..., need_cache)``, that returns its outputs and, if
+asked, what its hand-written backward (:func:`conditioner_backward`, :func:`coupling_backward`) needs;
+``forward`` is that without the cache (autograd, training, sampling). The exported MD energy runs the
+density direction with the cache and the backward functions, no autograd graph, because at batch 1
+autograd's per-operation overhead, not arithmetic, is the cost of a force.
 """
 
 import math
@@ -17,23 +19,30 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..transforms.base import ElementwiseTransform
+from ..transforms.base import ElementwiseTransform, elementwise_backward
 
 
 class Sin(nn.Module):
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.sin(x)
+    """``sin``; ``forward_cached`` records ``cos(x)`` (its derivative) in ``derivatives`` if ``need_cache``."""
 
-    def forward_cached(self, x: Tensor, weights: List[Tensor], derivatives: List[Tensor]) -> Tensor:
-        derivatives.append(torch.cos(x))
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_cached(x, False, [], [])
+
+    def forward_cached(self, x: Tensor, need_cache: bool, weights: List[Tensor], derivatives: List[Tensor]) -> Tensor:
+        if need_cache:
+            derivatives.append(torch.cos(x))
         return torch.sin(x)
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters) that can record its weight for a hand-written backward pass."""
+    """``nn.Linear`` (same parameters) that records its weight in ``weights`` if ``need_cache``."""
 
-    def forward_cached(self, x: Tensor, weights: List[Tensor], derivatives: List[Tensor]) -> Tensor:
-        weights.append(self.weight)
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_cached(x, False, [], [])
+
+    def forward_cached(self, x: Tensor, need_cache: bool, weights: List[Tensor], derivatives: List[Tensor]) -> Tensor:
+        if need_cache:
+            weights.append(self.weight)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -84,17 +93,20 @@ class Conditioner(nn.Module):
         return torch.cat(feats, dim=1)
 
     def forward(self, v: Tensor) -> Tensor:
-        return self.net(self._features(v)).view(v.shape[0], self.n_out, self.n_params)
+        return self.forward_cached(v, False)[0]
 
-    def forward_cached(self, v: Tensor) -> Tuple[Tensor, List[Tensor]]:
-        """``forward`` and the cache of :func:`conditioner_backward`: ``[d features / dv, W_1, cos h_1, W_2,
-        cos h_2, ..., W_last]`` (``h_j`` the pre-activations)."""
+    def forward_cached(self, v: Tensor, need_cache: bool) -> Tuple[Tensor, List[Tensor]]:
+        """Raw params (B, D_out, n_params) and, if ``need_cache``, the cache of :func:`conditioner_backward`:
+        ``[d features / dv, W_1, cos h_1, W_2, cos h_2, ..., W_last]`` (``h_j`` the pre-activations), else ``[]``."""
         feats = self._features(v)
         weights: List[Tensor] = []
         derivatives: List[Tensor] = []
         h = feats
         for module in self.net:
-            h = module.forward_cached(h, weights, derivatives)
+            h = module.forward_cached(h, need_cache, weights, derivatives)
+        params = h.view(v.shape[0], self.n_out, self.n_params)
+        if not need_cache:
+            return params, derivatives  # both lists are empty
         # d features / dv: (-2 pi sin, 2 pi cos) for the circular inputs (cos and sin of the same angles), 1
         # for the others (then left out: an empty tensor)
         dfeats = v.narrow(1, 0, 0)
@@ -107,7 +119,7 @@ class Conditioner(nn.Module):
         for i in range(len(derivatives)):
             cache += [weights[i], derivatives[i]]
         cache.append(weights[-1])
-        return h.view(v.shape[0], self.n_out, self.n_params), cache
+        return params, cache
 
 
 def conditioner_backward(grad: Tensor, cache: List[Tensor]) -> Tensor:
@@ -157,37 +169,41 @@ class CouplingLayer(nn.Module):
     def _inverse_transform(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor]:
         return self.transform.inverse(x, params)
 
-    def _couple(self, u: Tensor, analytic: bool) -> Tuple[Tensor, Tensor]:
+    def _couple(self, u: Tensor, analytic: bool, need_cache: bool) -> Tuple[Tensor, Tensor, List[Tensor]]:
+        """Apply ``transform.forward`` (``analytic``) or ``transform.inverse`` to ``u[:, out_idx]``; the cache
+        (``analytic`` only) is ``[out_idx, feat_idx, transform cache (2 tensors), conditioner cache...]``."""
         v, x = u.index_select(1, self.gather_idx).split([self.n_feat, self.n_out], dim=1)
-        params = self.conditioner(v)
+        params, cond_cache = self.conditioner.forward_cached(v, need_cache)
+        cache: List[Tensor] = []
         if analytic:
-            y, logdet = self.transform(x, params)
+            y, logdet, cache = self.transform.forward_cached(x, params, need_cache)
+        elif need_cache:
+            raise ValueError("the hand-written backward needs the analytic (density) orientation")
         else:
             y, logdet = self._inverse_transform(x, params)
-        return u.index_copy(1, self.out_idx, y), logdet.sum(dim=1)
+        if need_cache:
+            cache = [self.out_idx, self.feat_idx] + cache + cond_cache
+        return u.index_copy(1, self.out_idx, y), logdet.sum(dim=1), cache
 
     def forward(self, u: Tensor) -> Tuple[Tensor, Tensor]:
-        return self._couple(u, not self.inverted)
+        u_out, logdet, _ = self._couple(u, not self.inverted, False)
+        return u_out, logdet
+
+    def forward_cached(self, u: Tensor, need_cache: bool) -> Tuple[Tensor, Tensor, List[Tensor]]:
+        """``forward`` (density direction, x -> z) and, if ``need_cache``, the cache of
+        :func:`coupling_backward` (else ``[]``); the cache needs the not-inverted orientation."""
+        return self._couple(u, not self.inverted, need_cache)
 
     @torch.jit.unused
     def inverse(self, u: Tensor) -> Tuple[Tensor, Tensor]:
-        return self._couple(u, self.inverted)
-
-    def forward_cached(self, u: Tensor) -> Tuple[Tensor, Tensor, List[Tensor]]:
-        """``forward`` (density direction, not inverted) without autograd, plus the cache of
-        :func:`coupling_backward`: ``[out_idx, feat_idx, d(y, log f')/dx, d(y, log f')/dparams, conditioner...]``."""
-        v, x = u.index_select(1, self.gather_idx).split([self.n_feat, self.n_out], dim=1)
-        params, cond_cache = self.conditioner.forward_cached(v)
-        y, logdet, jac_x, jac_params = self.transform.forward_and_jacobian(x, params)
-        return u.index_copy(1, self.out_idx, y), logdet.sum(dim=1), [self.out_idx, self.feat_idx, jac_x, jac_params] + cond_cache
+        u_out, logdet, _ = self._couple(u, self.inverted, False)
+        return u_out, logdet
 
 
 def coupling_backward(grad: Tensor, cache: List[Tensor]) -> Tensor:
     """Gradient of ``E = L(u_out) - sum log f'`` w.r.t. the layer's input ``u`` (B, D), given
     ``grad = dL/du_out`` (B, D) and the cache of ``CouplingLayer.forward_cached``."""
-    out_idx, feat_idx, jac_x, jac_params = cache[0], cache[1], cache[2], cache[3]
-    grad_y = grad.index_select(1, out_idx)
-    grad_x = grad_y * jac_x[0] - jac_x[1]
-    grad_params = grad_y.unsqueeze(-1) * jac_params[0] - jac_params[1]
+    out_idx, feat_idx = cache[0], cache[1]
+    grad_x, grad_params = elementwise_backward(grad.index_select(1, out_idx), -1.0, cache[2:4])
     grad_v = conditioner_backward(grad_params, cache[4:])
     return grad.index_copy(1, out_idx, grad_x).index_add(1, feat_idx, grad_v)

@@ -127,9 +127,10 @@ class BoltzmannGenerator(nn.Module):
         return sampling_order[::-1]  # stored in the density direction
 
     # ---- density direction (analytic, scripted) ----------------------------------------------------
-    def _unit_box(self, x: Tensor) -> Tuple[Tensor, Tensor, List[Tensor]]:
-        """positions (B, N, 3) -> unit-box coordinates (B, D), log|det| (B,) of x -> u, and the IC cache."""
-        bonds, angles, torsions, logdet, cache = self.ic.forward_cached(x)
+    def _unit_box(self, x: Tensor, need_cache: bool) -> Tuple[Tensor, Tensor, List[Tensor]]:
+        """positions (B, N, 3) -> unit-box coordinates (B, D), log|det| (B,) of x -> u, and the IC cache
+        (``[]`` unless ``need_cache``)."""
+        bonds, angles, torsions, logdet, cache = self.ic.forward_cached(x, need_cache)
         ub, ua, ut, logdet_box = self.ic.unit_box(bonds, angles, torsions)
         return torch.cat([ub, ua, ut], dim=1), logdet + logdet_box, cache
 
@@ -139,6 +140,33 @@ class BoltzmannGenerator(nn.Module):
         wall = self.wall_kt * ((u - clamped) ** 2).sum(dim=1)
         return clamped, wall
 
+    def _energy(self, x: Tensor, need_cache: bool) -> Tuple[Tensor, List[List[Tensor]]]:
+        """The density direction, once: u(x) (B,) in kT and, if ``need_cache``, what ``_backward`` needs:
+        ``[IC cache, [u_box, clamped], one cache per coupling layer...]`` (else ``[]``)."""
+        u_box, logdet, ic_cache = self._unit_box(x, need_cache)
+        u, wall = self._wall(u_box)
+        caches: List[List[Tensor]] = []
+        if need_cache:
+            caches += [ic_cache, [u_box, u]]
+        for layer in self.layers:
+            u, ld, cache = layer.forward_cached(u, need_cache)
+            logdet = logdet + ld
+            if need_cache:
+                caches.append(cache)
+        return wall - logdet, caches
+
+    def _backward(self, caches: List[List[Tensor]]) -> Tensor:
+        """The gradient of ``_energy`` w.r.t. the positions (B, N, 3) from its caches, a reverse pass written
+        out: coupling layers, the clamp and the wall, the unit box, the internal coordinates (energy: -logdet)."""
+        u_box, clamped = caches[1][0], caches[1][1]
+        grad = torch.zeros_like(u_box)
+        for i in range(len(caches) - 1, 1, -1):
+            grad = coupling_backward(grad, caches[i])
+        grad = torch.where(clamped == u_box, grad, torch.zeros_like(grad)) + (2.0 * self.wall_kt) * (u_box - clamped)
+        nb, na = self.n_bonds, self.n_angles
+        grad_b, grad_a, grad_t = self.ic.unit_box.backward(grad[:, :nb], grad[:, nb:nb + na], grad[:, nb + na:])
+        return self.ic.backward(grad_b, grad_a, grad_t, -1.0, caches[0])
+
     def forward(self, x: Tensor) -> Tensor:
         if self.analytic_gradient and x.requires_grad and torch.is_grad_enabled():
             with torch.no_grad():  # constants for autograd: a clone, as graph optimisers drop detach()
@@ -146,32 +174,13 @@ class BoltzmannGenerator(nn.Module):
                 energy, grad = self._energy_and_gradient(x0)
             # the value is the energy; the zero-valued term carries its gradient (first order only)
             return energy + (grad * (x - x0)).sum(dim=(1, 2))
-        u, logdet, _ = self._unit_box(x)
-        u, wall = self._wall(u)
-        for layer in self.layers:
-            u, ld = layer(u)
-            logdet = logdet + ld
-        return wall - logdet
+        return self._energy(x, False)[0]
 
     def _energy_and_gradient(self, x: Tensor) -> Tuple[Tensor, Tensor]:
-        """``forward`` (B,) and its gradient w.r.t. ``x`` (B, N, 3) by a reverse pass written out (no autograd
-        graph: call it under ``torch.no_grad()``)."""
-        u_box, logdet, ic_cache = self._unit_box(x)
-        clamped, wall = self._wall(u_box)
-        u = clamped
-        caches: List[List[Tensor]] = []
-        for layer in self.layers:
-            u, ld, cache = layer.forward_cached(u)
-            logdet = logdet + ld
-            caches.append(cache)
-        grad = torch.zeros_like(u)
-        for i in range(len(caches) - 1, -1, -1):
-            grad = coupling_backward(grad, caches[i])
-        # back through the clamp and the wall, the unit box and the internal coordinates (energy: -logdet)
-        grad = torch.where(clamped == u_box, grad, torch.zeros_like(grad)) + (2.0 * self.wall_kt) * (u_box - clamped)
-        nb, na = self.n_bonds, self.n_angles
-        grad_b, grad_a, grad_t = self.ic.unit_box.backward(grad[:, :nb], grad[:, nb:nb + na], grad[:, nb + na:])
-        return wall - logdet, self.ic.backward(grad_b, grad_a, grad_t, -1.0, ic_cache)
+        """``forward`` (B,) and its gradient w.r.t. ``x`` (B, N, 3) without an autograd graph (call it under
+        ``torch.no_grad()``): ``_energy`` with its caches, then ``_backward``."""
+        energy, caches = self._energy(x, True)
+        return energy, self._backward(caches)
 
     @torch.jit.unused
     def use_analytic_gradient(self, enable: bool = True) -> "BoltzmannGenerator":
@@ -185,7 +194,7 @@ class BoltzmannGenerator(nn.Module):
         density-direction orientation."""
         if enable and (self.inverted or not all(layer.transform.has_jacobian for layer in self.layers)):
             raise ValueError("the analytic gradient needs the density orientation and transforms with "
-                             "forward_and_jacobian (the smooth flow)")
+                             "analytic derivatives (forward_cached with need_cache; the smooth flow)")
         self.analytic_gradient = bool(enable)
         return self
 
@@ -217,7 +226,7 @@ class BoltzmannGenerator(nn.Module):
     def count_outside(self, x: Tensor) -> int:
         """How many configurations of the batch have a bond or angle outside the model's ranges."""
         with torch.no_grad():
-            u, _, _ = self._unit_box(x)
+            u, _, _ = self._unit_box(x, False)
             return int(((u < 0) | (u > 1)).logical_and(self.bounded).any(dim=1).sum())
 
     # ---- sampling direction (root finding) ---------------------------------------------------------

@@ -19,7 +19,7 @@ hence::
 with the 2 frame bonds, the frame angle and every row's bond and angle.  ``inverse`` returns the
 negative of it (``log|det dx/dic|``).  Relative to the 3N-6 *frame coordinates* (x1; x2, y2; all
 other atoms, as produced by ``inverse``) one has ``log|det d(ic)/d(frame)| = logdet + log(r01^2 y2)``
-with ``y2 = r02 sin(theta_102)`` (the rotation-orbit factor; derivation in tests/test_ic.py).
+with ``y2 = r02 sin(theta_102)`` (the rotation-orbit factor; derivation in tests/flows/test_ic.py).
 
 Regularisation (never NaN/inf).  Bond lengths are ``sqrt(|d|^2 + 1e-20 nm^2)``; angles are
 ``atan2(sqrt(|a x b|^2 + 1e-20), a.b)`` (well defined and differentiable up to and including pi);
@@ -47,8 +47,6 @@ __all__ = ["InternalCoordinates", "UnitBox", "ZMatrix", "zmatrix_from_topology",
 # 1e-20 nm^2 (nm^4 for cross products) inside square roots; 1e-12 added to sin^2(theta) inside the log;
 # torsion atan2 arguments (y, x) with y^2 + x^2 <= 1e-30 are degenerate.
 _EPS_NORM = 1e-20
-_EPS_SIN2 = 1e-12
-_EPS_ATAN2 = 1e-30
 
 Range = Union[Tuple[float, float], Sequence[float]]
 
@@ -168,11 +166,11 @@ class InternalCoordinates(nn.Module):
         return f"n_atoms={self.n_atoms}, bonds={self.n_bonds}, angles={self.n_angles}, torsions={self.n_torsions}"
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        bonds, angles, torsions, logdet, _ = self.forward_cached(x)
+        bonds, angles, torsions, logdet, _ = self.forward_cached(x, False)
         return bonds, angles, torsions, logdet
 
-    def forward_cached(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, List[Tensor]]:
-        """``forward`` plus the intermediates :meth:`backward` needs."""
+    def forward_cached(self, x: Tensor, need_cache: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, List[Tensor]]:
+        """``forward`` and, if ``need_cache``, the intermediates :meth:`backward` needs (else ``[]``)."""
         b = x.shape[0]
         g = x.index_select(1, self.gather_index).view(b, self.n_rows + 1, 4, 3)
         d = g[:, :, :3] - g[:, :, 1:]                                    # (B, R+1, 3, 3): d0, d1, d2
@@ -195,12 +193,15 @@ class InternalCoordinates(nn.Module):
         t = torch.atan2(torch.where(ok, ty, torch.zeros_like(ty)), torch.where(ok, tx, torch.ones_like(tx)))
         torsions = torch.where(t <= -math.pi, t + 2 * math.pi, t)[:, 1:]
         logdet = -(2.0 * torch.log(bonds).sum(dim=1) + log_sin(angles).sum(dim=1))
+        if not need_cache:
+            return bonds, angles, torsions, logdet, []
         return bonds, angles, torsions, logdet, [d, r, n, sin_part, cos_part, d0n1, tx, ty, ok, bonds, angles]
 
     def backward(self, grad_bonds: Tensor, grad_angles: Tensor, grad_torsions: Tensor, grad_logdet: float,
                  cache: List[Tensor]) -> Tensor:
         """The gradient w.r.t. the positions (B, N, 3) of ``sum(grad_bonds * bonds) + ... + grad_logdet *
-        logdet`` (the derivatives of ``forward``, written out; no autograd), from ``forward_cached``'s cache."""
+        logdet`` (the derivatives of ``forward``, written out; no autograd), from the cache of
+        ``forward_cached(x, True)``."""
         d, r, n, sin_part, cos_part, d0n1, tx, ty, ok, bonds, angles = cache
         b = d.shape[0]
         d0, d1 = d[:, :, 0], d[:, :, 1]

@@ -1,7 +1,7 @@
 """Classical OpenMM MD that writes training data (``smoothflow simulate``).
 
-Defaults follow the data protocol (``/work/shared/data/README.md``, the paper's SI-2.3): the packaged
-alanine dipeptide, ``amber99sbildn.xml`` + ``amber99_obc.xml``, ``NoCutoff``, no constraints, energy
+Defaults follow the data protocol of the paper's SI-2.3: the packaged alanine dipeptide,
+``amber99sbildn.xml`` + ``amber99_obc.xml`` (``systems.DEFAULT_FORCEFIELD``), ``NoCutoff``, no constraints, energy
 minimisation, velocities at T, 100 ps equilibration, then ``LangevinMiddleIntegrator`` (300 K, friction
 1/ps, step 1 fs) with a frame every 1000 steps (1 ps), Reference platform.
 
@@ -12,20 +12,19 @@ strings, and ``protocol``, a JSON string of every setting (:func:`read_protocol`
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from openmm_smoothflow.io import atomic_write
-
-PathLike = Union[str, "os.PathLike[str]"]
+from ..io import atomic_write
+from ..units import PathLike
+from . import systems
 
 DEFAULTS: Dict[str, Any] = dict(
     steps_per_frame=1000,
@@ -35,7 +34,7 @@ DEFAULTS: Dict[str, Any] = dict(
     timestep_fs=1.0,
     seed=1001,
     platform="Reference",
-    forcefield=("amber99sbildn.xml", "amber99_obc.xml"),
+    forcefield=systems.DEFAULT_FORCEFIELD,
     constraints=None,
     minimize=True,
 )
@@ -82,8 +81,6 @@ def simulate(
     import openmm
     from openmm import app, unit
 
-    from openmm_smoothflow.md import systems
-
     if n_frames < 1 or steps_per_frame < 1 or equilibration_steps < 0:
         raise ValueError("need n_frames >= 1, steps_per_frame >= 1 and equilibration_steps >= 0")
     pdb_path = systems.alanine_dipeptide_pdb() if pdb is None else Path(pdb)
@@ -98,7 +95,7 @@ def simulate(
     )
     if seed is not None:
         integrator.setRandomNumberSeed(int(seed))
-    props = {str(k): str(v) for k, v in (platform_properties or {}).items()}
+    props = systems.context_properties(platform_properties)
     context = openmm.Context(system, integrator, platform_obj, props)
     context.setPositions(pdbfile.positions)
     if minimize:
@@ -197,65 +194,3 @@ def _progress_bar(total: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, file=sys.stderr, leave=False)
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    parser.add_argument("-o", "--output", required=True, help="output .npz file")
-    parser.add_argument("--pdb", default=None, help="PDB file (default: the packaged alanine dipeptide)")
-    parser.add_argument("-n", "--frames", type=int, default=1000, help="number of frames (default 1000)")
-    parser.add_argument("--steps-per-frame", type=int, default=d["steps_per_frame"],
-                        help="MD steps between frames (default %(default)s = 1 ps)")
-    parser.add_argument("--equilibration-steps", type=int, default=d["equilibration_steps"],
-                        help="steps before the first frame (default %(default)s = 100 ps)")
-    parser.add_argument("--temperature", type=float, default=d["temperature"], help="K (default %(default)s)")
-    parser.add_argument("--friction", type=float, default=d["friction"], help="1/ps (default %(default)s)")
-    parser.add_argument("--timestep", type=float, default=d["timestep_fs"], help="fs (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=d["seed"],
-                        help="seed of velocities and Langevin noise (default %(default)s; -1: random)")
-    parser.add_argument("--platform", default=d["platform"], help="OpenMM platform (default %(default)s)")
-    parser.add_argument("--forcefield", nargs="+", default=list(d["forcefield"]),
-                        help="force-field XML files (default: %(default)s)")
-    parser.add_argument("--constraints", default="none", choices=["none", "HBonds", "AllBonds", "HAngles"],
-                        help="default: none")
-    parser.add_argument("--no-minimize", dest="minimize", action="store_false", help="skip energy minimisation")
-    parser.add_argument("--dcd", default=None, help="also write the frames as a DCD trajectory")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    from openmm_smoothflow.md.systems import get_platform
-
-    try:
-        get_platform(args.platform)
-    except ValueError as exc:
-        print(f"smoothflow simulate: {exc}", file=sys.stderr)
-        return 2
-    result = simulate(
-        args.pdb,
-        args.frames,
-        output=args.output,
-        dcd=args.dcd,
-        steps_per_frame=args.steps_per_frame,
-        equilibration_steps=args.equilibration_steps,
-        temperature=args.temperature,
-        friction=args.friction,
-        timestep_fs=args.timestep,
-        seed=None if args.seed is not None and args.seed < 0 else args.seed,
-        platform=args.platform,
-        forcefield=args.forcefield,
-        constraints=None if args.constraints == "none" else args.constraints,
-        minimize=args.minimize,
-        progress=args.progress,
-    )
-    n = len(result["energies"])
-    print(
-        f"wrote {n} frames of {result['positions'].shape[1]} atoms to {args.output}"
-        + (f" and {args.dcd}" if args.dcd else "")
-        + f"; {float(result['ms_per_step']):.4f} ms per MD step ({args.platform}),"
-        f" mean potential energy {result['energies'].mean():.2f} kJ/mol"
-    )
-    return 0

@@ -1,13 +1,12 @@
 """Molecular systems: the packaged alanine dipeptide, the classical force field, platforms, contexts.
 
 Only ``openmm`` and ``numpy`` are imported here (never torch): the evaluation worker processes of
-:mod:`openmm_smoothflow.md.target` run :func:`_context_worker` from this module, and a spawned worker
+:mod:`openmm_smoothflow.training.target` run :func:`_worker_main` from this module, and a spawned worker
 that had to import torch would take seconds longer to start.
 """
 from __future__ import annotations
 
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -15,8 +14,10 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-PathLike = Union[str, "os.PathLike[str]"]
+from ..io import packaged
+from ..units import PathLike
 
+# The classical force field of the data protocol (paper SI-2.3): Amber99SB-ILDN with OBC implicit solvent.
 DEFAULT_FORCEFIELD: Tuple[str, ...] = ("amber99sbildn.xml", "amber99_obc.xml")
 
 _CONSTRAINTS = {
@@ -30,7 +31,7 @@ _CONSTRAINTS = {
 
 def alanine_dipeptide_pdb() -> Path:
     """Path of the packaged alanine dipeptide (ACE-ALA-NME, 22 atoms) PDB file."""
-    path = Path(str(resources.files("openmm_smoothflow").joinpath("data", "alanine-dipeptide.pdb")))
+    path = packaged("alanine-dipeptide.pdb")
     if not path.is_file():  # pragma: no cover - broken installation
         raise FileNotFoundError(f"packaged alanine dipeptide PDB is missing: {path}")
     return path
@@ -88,6 +89,11 @@ def get_platform(name: str = "Reference") -> openmm.Platform:
     raise ValueError(f"OpenMM platform {name!r} is not available; available platforms: {', '.join(available)}")
 
 
+def context_properties(properties: Optional[Dict[str, object]] = None) -> Dict[str, str]:
+    """OpenMM platform properties as the string dict ``openmm.Context`` takes (``None``: none)."""
+    return {str(k): str(v) for k, v in (properties or {}).items()}
+
+
 def make_context(
     system: openmm.System,
     platform: str = "Reference",
@@ -95,8 +101,7 @@ def make_context(
 ) -> openmm.Context:
     """A Context for single-point energies and forces (its VerletIntegrator is never stepped)."""
     integrator = openmm.VerletIntegrator(1.0 * unit.femtoseconds)
-    props = {str(k): str(v) for k, v in (platform_properties or {}).items()}
-    return openmm.Context(system, integrator, get_platform(platform), props)
+    return openmm.Context(system, integrator, get_platform(platform), context_properties(platform_properties))
 
 
 def evaluate_frames(context: openmm.Context, positions: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -132,7 +137,7 @@ def evaluate_frames(context: openmm.Context, positions: np.ndarray) -> Tuple[np.
 
 
 def _worker_main() -> None:
-    """Entry point of an evaluation worker process of ``md.target.OpenMMTarget``.
+    """Entry point of an evaluation worker process of ``training.target.OpenMMTarget``.
 
     Started as ``python -c "...; _worker_main()"``; it speaks ``multiprocessing.connection`` messages
     (pickles) on its stdin (requests) and on its original stdout (replies), while anything printed to

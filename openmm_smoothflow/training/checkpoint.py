@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Tuple
 
 import torch
 
 from ..io import atomic_write
+from ..units import PathLike
 
 CHECKPOINT_FORMAT = "openmm_smoothflow/checkpoint-v1"
 
@@ -37,12 +38,12 @@ def build_generator(state: Dict[str, Any]):
     return generator
 
 
-def save_checkpoint(path: Union[str, Path], checkpoint: Dict[str, Any]) -> None:
+def save_checkpoint(path: PathLike, checkpoint: Dict[str, Any]) -> None:
     with atomic_write(path) as tmp:
         torch.save(checkpoint, tmp)
 
 
-def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
+def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -52,7 +53,7 @@ def load_checkpoint(path: Union[str, Path]) -> Dict[str, Any]:
         raise ValueError(f"{path} is not a readable checkpoint: {exc}") from exc
 
 
-def load_generator(path: Union[str, Path]) -> Tuple[Any, Dict[str, Any]]:
+def load_generator(path: PathLike) -> Tuple[Any, Dict[str, Any]]:
     """The generator of a training checkpoint (best.pt / last.pt) and the rest of the checkpoint.
 
     ``info['provenance']`` is a dict (data files, command, epochs, metrics) for export metadata.

@@ -1,19 +1,20 @@
-"""Training configuration: defaults of SI-2.5 for alanine dipeptide, a JSON file, and CLI flags.
+"""Training configuration: defaults of SI-2.5 for alanine dipeptide and a JSON file (CLI flags: ``commands/train.py``).
 
 A config file is a JSON object whose keys are the fields below, e.g.::
 
     {"data": ["ala2-part1.npz", "ala2-part2.npz"], "kind": "smooth", "fm": 0.001, "epochs": 10}
 
-Flags given on the command line override the file; the file overrides the defaults.
+Flags given on the command line override the file (``smoothflow train``); the file overrides the defaults.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from ..flows.generator import KINDS
 
 
 @dataclass
@@ -21,7 +22,7 @@ class TrainConfig:
     data: List[str] = field(default_factory=list)  # .npz files (format of `smoothflow simulate`)
     pdb: Optional[str] = None             # topology; default: the packaged alanine dipeptide
     out: str = "runs/smoothflow"          # run directory: last.pt, best.pt, metrics.jsonl, config.json
-    kind: str = "smooth"                  # smooth | spline | affine
+    kind: str = "smooth"                  # one of flows.generator.KINDS: smooth | spline | affine
     inverted: bool = False                # paper section 6.4 orientation (analytic sampling)
     model: Dict[str, Any] = field(default_factory=dict)  # architecture overrides (flows.generator.default_config)
     stride: int = 1                       # use every stride-th frame
@@ -50,8 +51,8 @@ class TrainConfig:
     def validate(self) -> None:
         if not self.data:
             raise ValueError("no training data: give --data FILE.npz (see `smoothflow simulate`)")
-        if self.kind not in ("smooth", "spline", "affine"):
-            raise ValueError(f"kind must be smooth, spline or affine, not {self.kind!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ValueError("on_nonfinite must be 'stop' or 'skip'")
         if self.dtype not in ("float32", "float64"):
@@ -70,30 +71,3 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; a flag left out keeps the file's (or default) value."""
-    parser.add_argument("--config", help="JSON config file (keys: the long flags below, with _)")
-    for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "data":
-            parser.add_argument(flag, nargs="+", default=None, help="training data .npz files")
-        elif f.name == "model":
-            parser.add_argument(flag, type=json.loads, default=None, metavar="JSON",
-                                help='architecture overrides, e.g. \'{"hidden": [32, 32]}\'')
-        elif f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", default=None)
-        else:
-            kind = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=kind, default=None, metavar=f.name.upper())
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    config = TrainConfig.from_file(args.config) if args.config else TrainConfig()
-    for f in dataclasses.fields(TrainConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            setattr(config, f.name, value)
-    config.validate()
-    return config

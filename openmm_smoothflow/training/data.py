@@ -1,4 +1,4 @@
-"""MD data for training: loading ``.npz`` files, train/validation splits, unit helpers.
+"""MD data for training: loading ``.npz`` files, train/validation splits (units: ``units.py``).
 
 Files hold ``positions`` (frames, N, 3) nm, optionally ``forces`` (frames, N, 3) kJ/mol/nm and
 ``energies`` (frames,) kJ/mol, and ``temperature`` K (see ``md/sampling.py`` and the data README).
@@ -16,34 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-PathLike = Union[str, "os.PathLike[str]"]
+from ..units import PathLike, kT
 
 _TEMPERATURE_RTOL = 1e-6
-
-
-def kT(temperature: float) -> float:
-    """k_B T in kJ/mol (molar gas constant R times T); ~2.494 kJ/mol at 300 K.
-
-    ``temperature`` in K, as a number or an ``openmm.unit`` Quantity.
-    """
-    from openmm import unit
-
-    if not unit.is_quantity(temperature):
-        temperature = float(temperature) * unit.kelvin
-    value = (unit.MOLAR_GAS_CONSTANT_R * temperature).value_in_unit(unit.kilojoule_per_mole)
-    if not value > 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    return float(value)
-
-
-def energies_to_kT(energies, temperature: float):
-    """Energies kJ/mol -> kT (tensor or array in, same type out)."""
-    return energies / kT(temperature)
-
-
-def forces_to_kT(forces, temperature: float):
-    """Forces kJ/mol/nm -> kT/nm (tensor or array in, same type out)."""
-    return forces / kT(temperature)
 
 
 @dataclass

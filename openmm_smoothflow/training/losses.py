@@ -13,13 +13,32 @@ Table 1).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional
 
 import torch
 from torch import Tensor
 
-from ..md.target import energy_cutoff
+CUTOFF_LOW_KT = 1e3   # SI-2.5: target energies (kT) above this grow logarithmically in the KL loss
+CUTOFF_HIGH_KT = 1e9  # ... and are capped here
+
+
+def energy_cutoff(u: Tensor, low: float = CUTOFF_LOW_KT, high: float = CUTOFF_HIGH_KT) -> Tensor:
+    """The SI-2.5 cut-off: ``min(u, low + log(1 + u - low), high)``, elementwise.
+
+    Identity below ``low``, logarithmic growth above (continuous with slope 1 at ``low``), capped at
+    ``high``; NaN is treated as +inf (-> ``high``). Differentiable, gradient finite everywhere (0 at
+    the cap and for inf/NaN inputs).
+    """
+    u = torch.as_tensor(u)
+    if not torch.is_floating_point(u):
+        u = u.to(torch.get_default_dtype())
+    u = torch.where(torch.isnan(u), torch.full_like(u, math.inf), u)
+    excess = torch.clamp(u - low, min=0.0)  # 0 below low: the log branch then has a finite gradient
+    logged = low + torch.log1p(excess)
+    out = torch.where(u <= low, u, logged)
+    return torch.clamp(out, max=high)
 
 
 @dataclass(frozen=True)

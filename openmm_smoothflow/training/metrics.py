@@ -14,6 +14,8 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor
 
+from .losses import CUTOFF_LOW_KT, energy_cutoff, force_matching_terms
+
 
 def kish_ess_fraction(log_weights: Tensor) -> float:
     """Kish effective sample size / N of importance weights given by their logs (B,); a sample with a
@@ -28,8 +30,6 @@ def kish_ess_fraction(log_weights: Tensor) -> float:
 
 def data_metrics(generator, positions: Tensor, forces_kt: Optional[Tensor], chunk: int = 512) -> Dict[str, float]:
     """NLL (kT), FM loss ((kT/nm)^2 per component) and force RMSE (kT/nm per component) on frames."""
-    from .losses import force_matching_terms
-
     energies, residuals = [], []
     for start in range(0, len(positions), chunk):
         x = positions[start:start + chunk]
@@ -53,8 +53,6 @@ def importance_metrics(u: Tensor, log_q: Tensor) -> Dict[str, float]:
     (B,), both in kT: reverse KL estimate E_q[cutoff(u) + log q] (kT, up to log Z; the SI-2.5 cut-off
     of the KL loss, NaN/inf target energies count as 1e9 kT), the fraction of samples above 1e3 kT,
     Kish ESS / N (raw energies), and how many samples have a non-finite u or log q."""
-    from ..md.target import CUTOFF_LOW_KT, energy_cutoff
-
     finite = torch.isfinite(u) & torch.isfinite(log_q)
     ok_q = torch.isfinite(log_q)
     kl = energy_cutoff(u) + log_q

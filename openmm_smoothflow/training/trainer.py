@@ -17,7 +17,7 @@ from typing import Any, Dict
 import torch
 
 from .checkpoint import build_generator, generator_state, load_checkpoint, load_generator, save_checkpoint
-from .config import TrainConfig, add_config_arguments, config_from_args
+from .config import TrainConfig
 from .losses import LossWeights, combined_loss
 
 
@@ -87,7 +87,7 @@ class Trainer:
 
     def _make_target(self):
         from ..md.systems import classical_system
-        from ..md.target import OpenMMTarget
+        from .target import OpenMMTarget
 
         return OpenMMTarget(classical_system(self.topology), self.data.temperature,
                             n_workers=self.config.kl_workers)
@@ -138,8 +138,7 @@ class Trainer:
 
     def _losses(self, idx: torch.Tensor, n_kl: int) -> Dict[str, torch.Tensor]:
         forces = self.forces_kt[idx] if self.forces_kt is not None else None
-        target = self.target if self.target is not None else None
-        return combined_loss(self.model, self.positions[idx], forces, self.weights, target, n_kl)
+        return combined_loss(self.model, self.positions[idx], forces, self.weights, self.target, n_kl)
 
     def train_epoch(self, epoch: int) -> Dict[str, float]:
         from tqdm import tqdm
@@ -232,20 +231,3 @@ class Trainer:
                 self.target.close()
         return last
 
-
-def add_arguments(parser) -> None:
-    add_config_arguments(parser)
-
-
-def run(args) -> int:
-    config = config_from_args(args)
-    trainer = Trainer(config)
-    try:
-        trainer.fit()
-    except NonFiniteError as exc:
-        print(f"smoothflow train: {exc}", file=sys.stderr)
-        return 3
-    if trainer.rank == 0:
-        print(f"best epoch {trainer.state['best_epoch']} (validation loss {trainer.state['best_val']:.4f}); "
-              f"checkpoints in {trainer.out}")
-    return 0

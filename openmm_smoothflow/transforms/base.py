@@ -22,14 +22,22 @@ class ElementwiseTransform(nn.Module):
       ``with_logdet`` is False, to skip its cost).
 
     The split lets the root finder prepare the params once and then evaluate many candidate points per
-    element in one batched call (``value_fn``). The default ``inverse`` is multi-bin bisection
-    (``rootfind.py``) with exact implicit gradients of every order (Eqs. 8-11); transforms with an
-    analytic inverse override it. ``rootfind_bins`` / ``rootfind_tol`` / ``rootfind_max_iter`` configure it.
+    element in one batched call (``value_fn``).
+
+    ``forward`` is ``forward_cached(x, params, False)`` without the cache. With ``need_cache=True``,
+    ``forward_cached`` also returns what the hand-written backward pass needs (:func:`elementwise_backward`):
+    the local derivatives ``[d(f, log f')/dx (2, B, D), d(f, log f')/dparams (2, B, D, n_params)]``
+    (axis 0: f, log f'), computed alongside the one forward evaluation. Transforms that provide them set
+    ``has_jacobian = True`` (the generator's analytic-gradient mode); the default raises.
+
+    The default ``inverse`` is multi-bin bisection (``rootfind.py``) with exact implicit gradients of every
+    order (Eqs. 8-11); transforms with an analytic inverse override it. ``rootfind_bins`` /
+    ``rootfind_tol`` / ``rootfind_max_iter`` configure it.
     """
 
     n_params: int
     circular: bool
-    has_jacobian = False  # implements forward_and_jacobian
+    has_jacobian = False  # forward_cached(..., need_cache=True) implemented
 
     def __init__(self, n_params: int, circular: bool) -> None:
         super().__init__()
@@ -40,14 +48,16 @@ class ElementwiseTransform(nn.Module):
         self.rootfind_max_iter = 100
 
     def forward(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor]:
-        y, logd = self._evaluate(x.unsqueeze(-1), self._prepare(params), True)
-        return y.squeeze(-1), logd.squeeze(-1)
+        y, logd, _ = self.forward_cached(x, params, False)
+        return y, logd
 
-    def forward_and_jacobian(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``forward`` plus its first derivatives without autograd: ``(f, log f')`` (B, D) and the derivatives
-        of both w.r.t. ``x`` (2, B, D) and ``params`` (2, B, D, n_params) (axis 0: f, log f'). Optional;
-        transforms that implement it set ``has_jacobian = True`` (the generator's analytic-gradient mode)."""
-        raise NotImplementedError("this transform has no analytic jacobian")
+    def forward_cached(self, x: Tensor, params: Tensor, need_cache: bool) -> Tuple[Tensor, Tensor, List[Tensor]]:
+        """``(f(x), log f'(x))`` (B, D) and, if ``need_cache``, the cache of :func:`elementwise_backward`
+        (else ``[]``). This default has no analytic derivatives (``has_jacobian = False``)."""
+        if need_cache:
+            raise NotImplementedError("this transform has no analytic jacobian")
+        y, logd = self._evaluate(x.unsqueeze(-1), self._prepare(params), True)
+        return y.squeeze(-1), logd.squeeze(-1), []
 
     def _prepare(self, params: Tensor) -> List[Tensor]:  # pragma: no cover
         raise NotImplementedError
@@ -70,6 +80,16 @@ class ElementwiseTransform(nn.Module):
 
         return rootfind_inverse(self, y, params, n_bins=self.rootfind_bins, tol=self.rootfind_tol,
                                 max_iter=self.rootfind_max_iter)
+
+
+def elementwise_backward(grad_y: Tensor, grad_logd: float, cache: List[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The hand-written backward of an elementwise transform: the gradients w.r.t. ``x`` (B, D) and
+    ``params`` (B, D, n_params) of ``sum(grad_y * f(x)) + grad_logd * sum(log f'(x))``, from the cache
+    of ``forward_cached(x, params, True)``; ``grad_y`` (B, D), ``grad_logd`` a number (-1 for an energy)."""
+    jac_x, jac_params = cache[0], cache[1]
+    grad_x = torch.add(grad_y * jac_x[0], jac_x[1], alpha=grad_logd)
+    grad_params = torch.add(grad_y.unsqueeze(-1) * jac_params[0], jac_params[1], alpha=grad_logd)
+    return grad_x, grad_params
 
 
 class PreparedTransform:

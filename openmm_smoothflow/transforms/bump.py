@@ -34,8 +34,9 @@ bumps at ``x`` and at the end points (0 and 1 on the interval, 0 on the circle) 
 ``f(x) = sum_i u_i (G_i(x) - G_i(0)) + cbar x`` with ``u_i = w_i (1 - c_i) / (g_i(1) - g_i(0))``
 (interval) or ``w_i (1 - c_i)`` (circle) and ``cbar = sum_i w_i c_i``. The root finder prepares the
 same quantities once (``_prepare``) and evaluates many points per element (``_evaluate``).
-``forward_and_jacobian`` adds the first derivatives of ``f`` and ``log f'`` w.r.t. ``x`` and the raw
-params, by a reverse pass written out (for the generator's analytic-gradient MD export).
+``forward_cached(x, params, True)`` adds, from the same evaluation, the first derivatives of ``f`` and
+``log f'`` w.r.t. ``x`` and the raw params by a reverse pass written out (``_jacobian``; for the
+generator's analytic-gradient MD export); ``forward`` is that without them.
 """
 
 import math
@@ -95,7 +96,7 @@ class BumpMixture(ElementwiseTransform):
         # the points where f is pinned: f(0) = 0 (and f(1) = 1 on the interval)
         ends = [0.0] if circular else [0.0, 1.0]
         self.register_buffer("ends", torch.tensor(ends), persistent=False)
-        # constants of forward_and_jacobian's reverse pass, over (f, log f') x points [x, ends]
+        # constants of the reverse pass (_jacobian), over (f, log f') x points [x, ends]
         n_pts = 1 + len(ends)
         self.register_buffer("basis", torch.eye(2).view(2, 2, 1, 1, 1, 1), persistent=False)
         self.register_buffer("sel_delta", torch.tensor([[1.0, -1.0] + [0.0] * (n_pts - 2), [0.0] * n_pts])
@@ -182,28 +183,31 @@ class BumpMixture(ElementwiseTransform):
         fp = (ua * dg).sum(-1) + cbar
         return [y, torch.log(fp), delta, ua, fp]
 
-    def forward(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor]:
+    def forward_cached(self, x: Tensor, params: Tensor, need_cache: bool) -> Tuple[Tensor, Tensor, List[Tensor]]:
+        """``(f(x), log f'(x))`` (B, D) and, if ``need_cache``, ``[d(f, log f')/dx (2, B, D),
+        d(f, log f')/dparams (2, B, D, 5 K)]`` (``base.elementwise_backward``), else ``[]``. The K bumps are
+        evaluated at ``x`` and at the end points in one call; the cache adds their second-order pieces."""
         shape = self._shape(params)
         xm, points = self._points(x)
-        g, dg = self._bumps(points, shape, 1)  # at x and at the end points in one go
-        gx, g_ends = g.split([1, points.shape[-1] - 1], dim=-2)
+        parts = self._bumps(points, shape, 2 if need_cache else 1)  # at x and at the end points in one go
+        gx, g_ends = parts[0].split([1, points.shape[-1] - 1], dim=-2)
+        dgx = parts[1].narrow(-2, 0, 1)
         norm = self._normalise(shape[3], g_ends)
-        out = self._combine(xm, gx, dg.narrow(-2, 0, 1), shape[0], norm[0], norm[1], shape[4], True)
-        return out[0].squeeze(-1), out[1].squeeze(-1)
+        out = self._combine(xm, gx, dgx, shape[0], norm[0], norm[1], shape[4], True)
+        y, logd = out[0].squeeze(-1), out[1].squeeze(-1)
+        if not need_cache:
+            return y, logd, []
+        return y, logd, self._jacobian(x, params, shape, xm, parts, dgx, norm, out)
 
-    @torch.jit.export
-    def forward_and_jacobian(self, x: Tensor, params: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``forward`` and its first derivatives, by a reverse pass written out (no autograd): ``(f, log f')``
-        (B, D) and the derivatives of both w.r.t. ``x`` (2, B, D) and ``params`` (2, B, D, 5 K); axis 0 of
-        a derivative is (f, log f'). Below ``_bar`` is the derivative of (f, log f') w.r.t. a quantity."""
-        a, b, k, wm, cbar, one_minus_c, w = self._shape(params)
-        xm, points = self._points(x)
-        big_g, dg, g, gg, s, ds, dds, z, d = self._bumps(points, [a, b, k], 2)
-        gx, g_ends = big_g.split([1, points.shape[-1] - 1], dim=-2)
-        dgx = dg.narrow(-2, 0, 1)
-        norm = self._normalise(wm, g_ends)
+    def _jacobian(self, x: Tensor, params: Tensor, shape: List[Tensor], xm: Tensor, parts: List[Tensor],
+                  dgx: Tensor, norm: List[Tensor], out: List[Tensor]) -> List[Tensor]:
+        """The reverse pass of ``forward_cached`` written out (no autograd), from its intermediates:
+        ``[d(f, log f')/dx (2, B, D), d(f, log f')/dparams (2, B, D, 5 K)]``. Below ``_bar`` is the
+        derivative of (f, log f') w.r.t. a quantity."""
+        a, b, k, wm, cbar, one_minus_c, w = shape
+        _, dg, g, gg, s, ds, dds, z, d = parts
         u = norm[0]
-        y, logd, delta, ua, fp = self._combine(xm, gx, dgx, a, u, norm[1], cbar, True)
+        delta, ua, fp = out[2], out[3], out[4]
         # f = sum u (G(x) - G(0)) + cbar x;  f' = sum u a g'(x) + cbar;  cbar = 1 - sum wm
         inv_fp = torch.reciprocal(fp).unsqueeze(-1)  # (B, D, 1, 1)
         dgx_fp = dgx * inv_fp
@@ -237,7 +241,7 @@ class BumpMixture(ElementwiseTransform):
         w_bar = wm_bar * one_minus_c
         jac.append(w * (w_bar - (w * w_bar).sum(-1, keepdim=True)))
         jac_params = torch.stack(jac, dim=-3).reshape(2, x.shape[0], x.shape[1], self.n_params)
-        return y.squeeze(-1), logd.squeeze(-1), x_bar.squeeze(-1), jac_params
+        return [x_bar.squeeze(-1), jac_params]
 
     def _prepare(self, params: Tensor) -> List[Tensor]:
         """-> ``[a, b, k, u, G(0)]`` (B, D, 1, K) and ``cbar`` (B, D, 1) (see the module docstring)."""

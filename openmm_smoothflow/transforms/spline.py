@@ -32,6 +32,13 @@ def _softmax(z: Tensor) -> Tensor:
     return e / e.sum(-1, keepdim=True)
 
 
+def _log_slope(th: Tensor, t1: Tensor, denom: Tensor, sk: Tensor, d0: Tensor, d1: Tensor) -> Tensor:
+    """``log f'`` on a bin at ``theta = th`` (``t1 = theta (1 - theta)``, ``denom = s_k + (d_k + d_{k+1} -
+    2 s_k) t1``): ``f' = s_k^2 (d_{k+1} theta^2 + 2 s_k t1 + d_k (1 - theta)^2) / denom^2``."""
+    num = sk * sk * (d1 * th * th + 2.0 * sk * t1 + d0 * (1.0 - th) * (1.0 - th))
+    return torch.log(num) - 2.0 * torch.log(denom)
+
+
 class RationalQuadraticSpline(ElementwiseTransform):
     """Neural-spline elementwise transform with ``n_bins`` bins (see module docstring)."""
 
@@ -108,8 +115,7 @@ class RationalQuadraticSpline(ElementwiseTransform):
             y = y + n
         if not with_logdet:
             return y, y
-        num = sk * sk * (d1 * th * th + 2.0 * sk * t1 + d0 * (1.0 - th) * (1.0 - th))
-        return y, torch.log(num) - 2.0 * torch.log(denom)
+        return y, _log_slope(th, t1, denom, sk, d0, d1)
 
     def inverse(self, y: Tensor, params: Tensor) -> Tuple[Tensor, Tensor]:
         """Analytic inverse: ``y`` (B, D) -> ``(x, -log f'(x))`` (B, D), differentiable by autograd."""
@@ -126,6 +132,4 @@ class RationalQuadraticSpline(ElementwiseTransform):
         if self.circular:
             x = x + n
         t1 = th * (1.0 - th)
-        denom = sk + dsum * t1
-        num = sk * sk * (d1 * th * th + 2.0 * sk * t1 + d0 * (1.0 - th) * (1.0 - th))
-        return x.squeeze(-1), (2.0 * torch.log(denom) - torch.log(num)).squeeze(-1)
+        return x.squeeze(-1), -_log_slope(th, t1, sk + dsum * t1, sk, d0, d1).squeeze(-1)

@@ -20,7 +20,7 @@ class SmoothFlowPotentialImplFactory(MLPotentialImplFactory):
 
 class SmoothFlowPotentialImpl(MLPotentialImpl):
     def __init__(self, modelPath: str):
-        from .potential import FlowPotential
+        from .flow_potential import FlowPotential
 
         self.potential = FlowPotential(modelPath)
 

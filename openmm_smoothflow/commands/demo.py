@@ -9,15 +9,11 @@ Writes ``nve.png``, ``ramachandran.png`` and ``demo.json`` to ``--out``.
 """
 import json
 import time
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-
-def packaged(name: str) -> Path:
-    """Path of a file shipped in ``openmm_smoothflow/data``."""
-    return Path(str(resources.files("openmm_smoothflow") / "data" / name))
+from ..io import packaged
 
 
 def add_arguments(parser) -> None:
@@ -36,11 +32,11 @@ def run(args) -> int:
     from openmm import unit
     from tqdm import tqdm
 
-    from . import plots
-    from .benchmarks.evaluate import phi_psi
-    from .benchmarks.nve import compare, format_table
-    from .md.systems import alanine_dipeptide_pdb, classical_system, get_platform, load_pdb
-    from .potential import FlowPotential
+    from ..analysis import plots
+    from ..analysis.nve import compare, format_table
+    from ..analysis.phi_psi import phi_psi
+    from ..md.systems import alanine_dipeptide_pdb, classical_system, get_platform, load_pdb
+    from ..potential import FlowPotential
 
     torch.set_num_threads(1)  # batch-1 energies: a second thread only adds overhead
     start = time.perf_counter()

@@ -1,11 +1,12 @@
-"""The 2-D toy problems (``benchmarks/toy.py``): energies, Metropolis-Hastings, flows, the bench command."""
+"""The 2-D toy problems (``benchmarks/toy_models.py``, ``benchmarks/toy.py``): energies, Metropolis-Hastings,
+flows, force metrics, the bench command."""
 import json
 import math
 
 import pytest
 import torch
 
-from openmm_smoothflow.benchmarks import toy
+from openmm_smoothflow.benchmarks import toy, toy_models
 
 torch.set_num_threads(1)
 
@@ -21,8 +22,8 @@ def _randomize(flow, scale=0.3, seed=0):
 
 def _ring_formula(beta, sigma):
     """u and du/dbeta written out: -log sum_i alpha_i exp(-(beta - r_i)^2 / (2 sigma^2))."""
-    r = torch.tensor(toy.RADII, dtype=torch.float64)
-    a = torch.tensor(toy.ALPHAS, dtype=torch.float64)
+    r = torch.tensor(toy_models.RADII, dtype=torch.float64)
+    a = torch.tensor(toy_models.ALPHAS, dtype=torch.float64)
     terms = a * torch.exp(-(beta[:, None] - r) ** 2 / (2 * sigma ** 2))
     s = terms.sum(1)
     du_dbeta = (terms * (beta[:, None] - r) / sigma ** 2).sum(1) / s
@@ -31,7 +32,7 @@ def _ring_formula(beta, sigma):
 
 @pytest.mark.parametrize("problem", ["rings", "torus"])
 def test_energy_matches_formula_and_forces(problem):
-    energy = toy.make_energy(problem)
+    energy = toy_models.make_energy(problem)
     g = torch.Generator().manual_seed(1)
     x = (torch.rand(500, 2, generator=g, dtype=torch.float64) * 2 - 1) * 3.0
     if problem == "rings":
@@ -57,7 +58,7 @@ def test_energy_matches_formula_and_forces(problem):
 
 def test_log_partition_quadrature():
     """Z of one narrow ring (radius r, width sigma, in the plane) is ~ 2 pi r sqrt(2 pi) sigma."""
-    e = toy.RingEnergy(periodic=False, sigma=0.1, radii=[1.5], alphas=[1.0])
+    e = toy_models.RingEnergy(periodic=False, sigma=0.1, radii=[1.5], alphas=[1.0])
     expected = math.log(2 * math.pi * 1.5 * math.sqrt(2 * math.pi) * 0.1)
     assert abs(e.log_partition(600) - expected) < 1e-3
 
@@ -70,9 +71,9 @@ def _standard_error(samples, n_record, n_chains):
 def test_metropolis_hastings_harmonic_mean():
     """u = k |x|^2 / 2: <x_1^2> = 1 / k; chains from a grid, a box far in the tails."""
     k = 4.0
-    x0, _ = toy.grid_points(40, (-3.0, 3.0), dtype=torch.float64)
+    x0, _ = toy_models.grid_points(40, (-3.0, 3.0), dtype=torch.float64)
     gen = torch.Generator().manual_seed(0)
-    samples, acc = toy.metropolis_hastings(lambda x: 0.5 * k * (x ** 2).sum(1), x0, n_burnin=100, n_record=40,
+    samples, acc = toy_models.metropolis_hastings(lambda x: 0.5 * k * (x ** 2).sum(1), x0, n_burnin=100, n_record=40,
                                            step_sizes=(0.3, 1.0), box=(-3.0, 3.0), generator=gen)
     assert samples.shape == (40 * 1600, 2) and 0.1 < acc < 0.9
     assert samples.abs().max() <= 3.0
@@ -84,9 +85,9 @@ def test_metropolis_hastings_periodic_marginal():
     """u = -kappa cos x_1 on the torus [-pi, pi)^2: <cos x_1> = I1(kappa) / I0(kappa); samples wrapped."""
     kappa = 2.0
     box = (-math.pi, math.pi)
-    x0, _ = toy.grid_points(40, box, dtype=torch.float64)
+    x0, _ = toy_models.grid_points(40, box, dtype=torch.float64)
     gen = torch.Generator().manual_seed(1)
-    samples, _ = toy.metropolis_hastings(lambda x: -kappa * torch.cos(x[:, 0]), x0, n_burnin=100, n_record=40,
+    samples, _ = toy_models.metropolis_hastings(lambda x: -kappa * torch.cos(x[:, 0]), x0, n_burnin=100, n_record=40,
                                          step_sizes=(0.5, 2.0), box=box, periodic=True, generator=gen)
     assert samples.min() >= -math.pi and samples.max() < math.pi
     exact = float(torch.special.i1(torch.tensor(kappa)) / torch.special.i0(torch.tensor(kappa)))
@@ -100,8 +101,8 @@ def test_metropolis_hastings_periodic_marginal():
 @pytest.mark.parametrize("periodic", [False, True])
 def test_log_prob_normalised(kind, periodic):
     scale = 0.3 if kind == "smooth" else 0.15  # splines get sharp at larger scales: quadrature error
-    flow = _randomize(toy.ToyFlow(kind, periodic, n_components=6, hidden=(16, 16)), scale=scale).double()
-    x, cell = toy.grid_points(200, toy.BOX, dtype=torch.float64)
+    flow = _randomize(toy_models.ToyFlow(kind, periodic, n_components=6, hidden=(16, 16)), scale=scale).double()
+    x, cell = toy_models.grid_points(200, toy_models.BOX, dtype=torch.float64)
     with torch.no_grad():
         lp = flow.log_prob(x)
     assert lp.max() - lp.min() > 0.5  # far from uniform
@@ -113,7 +114,7 @@ def test_log_prob_normalised(kind, periodic):
 
 @pytest.mark.parametrize("kind", ["smooth", "spline"])
 def test_inverse_round_trip(kind):
-    flow = _randomize(toy.ToyFlow(kind, False, n_components=6, hidden=(16, 16))).double()
+    flow = _randomize(toy_models.ToyFlow(kind, False, n_components=6, hidden=(16, 16))).double()
     z = torch.rand(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = flow.inverse(z)
     assert x.min() >= -math.pi and x.max() <= math.pi
@@ -125,14 +126,14 @@ def test_inverse_round_trip(kind):
 @pytest.mark.parametrize("kind", ["smooth", "spline"])
 @pytest.mark.parametrize("problem", ["rings", "torus"])
 def test_training_decreases_nll(kind, problem):
-    energy = toy.make_energy(problem)
-    data, _ = toy.sample_problem(energy, n_side=20, n_burnin=200, n_record=5, seed=0)
+    energy = toy_models.make_energy(problem)
+    data, _ = toy_models.sample_problem(energy, n_side=20, n_burnin=200, n_record=5, seed=0)
     torch.manual_seed(0)
-    flow = toy.ToyFlow(kind, energy.periodic, n_components=8, hidden=(32, 32))
-    before = toy.mean_nll(flow, data)
+    flow = toy_models.ToyFlow(kind, energy.periodic, n_components=8, hidden=(32, 32))
+    before = toy_models.mean_nll(flow, data)
     assert abs(before - 2 * math.log(2 * math.pi)) < 0.05  # starts close to uniform on the box
-    losses = toy.train_nll(flow, data, n_iter=40, batch_size=256, lr=5e-3, progress=False)
-    after = toy.mean_nll(flow, data)
+    losses = toy_models.train_nll(flow, data, n_iter=40, batch_size=256, lr=5e-3, progress=False)
+    after = toy_models.mean_nll(flow, data)
     assert len(losses) == 40 and after < before - 0.1, (before, after)
 
 
@@ -150,7 +151,7 @@ def test_smooth_force_has_no_jumps(periodic):
     differentiable force); the spline flow's force jumps at its knots, so its largest jump stays."""
     ratios = {}
     for kind in ("smooth", "spline"):
-        flow = _randomize(toy.ToyFlow(kind, periodic, n_components=8, hidden=(16, 16)), seed=3).double()
+        flow = _randomize(toy_models.ToyFlow(kind, periodic, n_components=8, hidden=(16, 16)), seed=3).double()
         ratios[kind] = _max_jump_along_line(flow, 20001) / _max_jump_along_line(flow, 2001)
     assert ratios["smooth"] < 0.15, ratios
     assert ratios["spline"] > 0.5, ratios
@@ -158,7 +159,7 @@ def test_smooth_force_has_no_jumps(periodic):
 
 def test_force_metrics_and_roughness():
     n = 64
-    energy = toy.make_energy("rings")
+    energy = toy_models.make_energy("rings")
     mask = toy.support_mask(energy, n)
     ref = toy.force_grid(energy.force, n)
     m = toy.force_metrics(ref.clone(), ref, mask)

@@ -7,9 +7,10 @@ import pytest
 import torch
 from openmm import app, unit
 
-from conftest import randomize
+from helpers import randomize
 from openmm_smoothflow.flows.generator import BoltzmannGenerator
-from openmm_smoothflow.potential import FlowPotential, deserializeSystem, export, kT_kjmol, read_metadata
+from openmm_smoothflow.potential import FlowPotential, deserializeSystem, export, read_metadata
+from openmm_smoothflow.units import kT as kT_kjmol
 
 KJ = unit.kilojoule_per_mole
 KJ_NM = unit.kilojoule_per_mole / unit.nanometer

@@ -181,13 +181,13 @@ def test_default_inverse_of_forward_only_transform():
 
 
 def test_benchmark_runs_and_writes_json(tmp_path, capsys):
-    from openmm_smoothflow.benchmarks import inverse
+    from openmm_smoothflow.commands import bench_inverse
 
     out = tmp_path / "bench.json"
     args = SimpleNamespace(dims=[2, 8], bins=[2, 8], batch_size=4, spline_bins=4, hidden=8, repeats=2,
                            min_time=0.0, tol=1e-6, dtype="float64", threads=None, seed=0, out=str(out),
                            no_progress=True)
-    assert inverse.run(args) == 0
+    assert bench_inverse.run(args) == 0
     data = json.loads(out.read_text())
     assert [row["dim"] for row in data["table"]] == [2, 8]
     assert data["table"][0]["inversion"]["K_opt"] in (2, 8)

@@ -17,8 +17,9 @@ import torch
 from openmm import unit
 
 from openmm_smoothflow.md import systems
-from openmm_smoothflow.md.target import OpenMMTarget, OpenMMWorkerError, energy_cutoff, target_energy
-from openmm_smoothflow.training.data import kT
+from openmm_smoothflow.training.losses import energy_cutoff
+from openmm_smoothflow.training.target import OpenMMTarget, OpenMMWorkerError
+from openmm_smoothflow.units import kT
 
 T = 300.0
 
@@ -106,7 +107,7 @@ def test_autograd_gradient_is_minus_force(target, positions):
     _, f = target.energy_and_force(positions)
     torch.testing.assert_close(x.grad, -w[:, None, None] * f)
     x2 = positions.clone().requires_grad_(True)
-    target_energy(target, x2).sum().backward()
+    target(x2).sum().backward()
     torch.testing.assert_close(x2.grad, -f)
 
 
@@ -178,7 +179,7 @@ _SCRIPT = textwrap.dedent(
     import json, sys, torch
     from openmm import unit
     from openmm_smoothflow.md import systems
-    from openmm_smoothflow.md.target import OpenMMTarget
+    from openmm_smoothflow.training.target import OpenMMTarget
     pdb = systems.load_pdb()
     x = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))[None].repeat(64, 1, 1)
     target = OpenMMTarget(systems.classical_system(pdb.topology), 300.0, n_workers=2)

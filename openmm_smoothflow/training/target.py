@@ -3,8 +3,7 @@
 :class:`OpenMMTarget` evaluates batched energies in kT and forces in kT/nm, in process or in worker
 processes (each with its own Context, the System sent as XML). :meth:`OpenMMTarget.target_energy`
 is differentiable: its gradient with respect to the positions is ``-force`` (in kT/nm), so reverse-KL
-losses back-propagate through OpenMM. :func:`energy_cutoff` is the SI-2.5 cut-off that keeps exploding
-energies from destabilising training.
+losses back-propagate through OpenMM (the SI-2.5 energy cut-off of that loss is ``losses.energy_cutoff``).
 
 Workers are separate Python processes (``python -c``, importing only openmm and numpy, never the
 user's ``__main__``) that talk ``multiprocessing.connection`` messages over their stdin/stdout. They
@@ -14,7 +13,6 @@ exit, a dead worker, or any exception (KeyboardInterrupt included) during a requ
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -27,7 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from openmm_smoothflow.md import systems
+from ..md import systems
+from ..units import kT
 
 _JOIN_TIMEOUT_S = 5.0
 # The worker imports only openmm and numpy (md/systems.py), and never the user's __main__: it starts
@@ -40,27 +39,6 @@ _WORKER_CODE = (
 
 class OpenMMWorkerError(RuntimeError):
     """An OpenMM worker process failed (its traceback is in the message) or died."""
-
-
-CUTOFF_LOW_KT = 1e3   # SI-2.5: target energies (kT) above this grow logarithmically in the KL loss
-CUTOFF_HIGH_KT = 1e9  # ... and are capped here
-
-
-def energy_cutoff(u: Tensor, low: float = CUTOFF_LOW_KT, high: float = CUTOFF_HIGH_KT) -> Tensor:
-    """The SI-2.5 cut-off: ``min(u, low + log(1 + u - low), high)``, elementwise.
-
-    Identity below ``low``, logarithmic growth above (continuous with slope 1 at ``low``), capped at
-    ``high``; NaN is treated as +inf (-> ``high``). Differentiable, gradient finite everywhere (0 at
-    the cap and for inf/NaN inputs).
-    """
-    u = torch.as_tensor(u)
-    if not torch.is_floating_point(u):
-        u = u.to(torch.get_default_dtype())
-    u = torch.where(torch.isnan(u), torch.full_like(u, math.inf), u)
-    excess = torch.clamp(u - low, min=0.0)  # 0 below low: the log branch then has a finite gradient
-    logged = low + torch.log1p(excess)
-    out = torch.where(u <= low, u, logged)
-    return torch.clamp(out, max=high)
 
 
 def _system_xml(system) -> str:
@@ -165,8 +143,6 @@ class OpenMMTarget:
         platform_properties: Optional[Dict[str, str]] = None,
     ) -> None:
         import openmm
-
-        from openmm_smoothflow.training.data import kT
 
         if int(n_workers) != n_workers or n_workers < 0:
             raise ValueError(f"n_workers must be a non-negative integer, got {n_workers}")
@@ -312,7 +288,3 @@ class OpenMMTarget:
         """Process ids of the running workers (empty in process)."""
         return [w.pid for w in self._workers]
 
-
-def target_energy(target: OpenMMTarget, positions: Tensor) -> Tensor:
-    """Differentiable energies (B,) in kT of ``positions`` under ``target`` (gradient = -force)."""
-    return _TargetEnergyFunction.apply(positions, target)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from conftest import chain_topology, randomize
+from helpers import chain_topology, randomize
 from openmm_smoothflow.flows.generator import BoltzmannGenerator
 
 SMALL = dict(hidden=[16, 16], n_torsion_layers=2, n_ic_layers=2)

@@ -8,7 +8,7 @@ import openmm
 import pytest
 from openmm import unit
 
-from openmm_smoothflow.demo import packaged
+from openmm_smoothflow.io import packaged
 from openmm_smoothflow.potential import FlowPotential
 
 
@@ -71,7 +71,7 @@ def test_langevin_with_the_shipped_flow_stays_finite(ala2):
 
 
 def test_evaluate_writes_metrics_and_figures(tmp_path):
-    from openmm_smoothflow.benchmarks.evaluate import evaluate
+    from openmm_smoothflow.analysis.evaluate import evaluate
 
     metrics = evaluate(str(packaged("ala2-spline.pt")), [str(packaged("ala2-frames.npz"))], tmp_path,
                        n_frames=50, n_samples=50, progress=False)
@@ -83,7 +83,7 @@ def test_evaluate_writes_metrics_and_figures(tmp_path):
 
 
 def test_energy_histogram_range_ignores_clashing_samples(tmp_path):
-    from openmm_smoothflow import plots
+    from openmm_smoothflow.analysis import plots
 
     rng = np.random.default_rng(0)
     data = rng.gamma(30.0, 1.0, 2000)                          # MD-like energies (kT), spread ~ 30 kT
@@ -96,7 +96,7 @@ def test_energy_histogram_range_ignores_clashing_samples(tmp_path):
 
 
 def test_nve_summary_keeps_every_run_and_the_largest_jump():
-    from openmm_smoothflow.benchmarks.nve import format_table, summarize
+    from openmm_smoothflow.analysis.nve import format_table, summarize
 
     runs = [dict(blown_up=False, error=None, std_per_dof=s, drift_per_dof=d, max_jump=j, seconds=1.0)
             for s, d, j in ((1e-3, 1e-4, 0.5), (2e-3, -1e-4, 3.0), (9e-3, 0.0, 40.0))]

@@ -5,14 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_smoothflow.training.data import (
-    MDData,
-    energies_to_kT,
-    forces_to_kT,
-    kT,
-    load_md_data,
-    split_blocks,
-)
+from openmm_smoothflow.training.data import MDData, load_md_data, split_blocks
+from openmm_smoothflow.units import energies_to_kT, forces_to_kT, kT
 
 
 def _write(path, frames=10, atoms=4, temperature=300.0, forces=True, energies=True, offset=0.0):

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_MODEL
+from helpers import TINY_MODEL
 from openmm_smoothflow.training.checkpoint import load_generator
 from openmm_smoothflow.training.config import TrainConfig
-from openmm_smoothflow.training.losses import LossWeights, combined_loss
+from openmm_smoothflow.training.losses import LossWeights
 from openmm_smoothflow.training.trainer import NonFiniteError, Trainer
 
 SMOOTHFLOW = [sys.executable, "-m", "openmm_smoothflow.cli"]

@@ -3,14 +3,12 @@ traces, flow vs reference force scatter, energy histograms. Inputs are numpy arr
 units as each docstring says."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .io import atomic_write
-
-PathLike = Union[str, Path]
+from ..io import atomic_write
+from ..units import PathLike
 
 
 def _pyplot():

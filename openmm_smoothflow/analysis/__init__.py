@@ -1,0 +1,2 @@
+"""Analysis of trained flows and their MD: evaluation metrics and figures, phi/psi, NVE energy
+conservation, plots."""

@@ -1,0 +1,151 @@
+"""Accuracy metrics and figures of a trained flow (paper Fig. 3, Fig. SI-4, Table 1), behind
+``smoothflow evaluate``.
+
+On held-out frames: NLL (kT), force RMSE (kT/nm per component), FM loss (its square). On flow samples
+scored by the classical force field (OpenMM): reverse KL estimate (kT, up to log Z, SI-2.5 energy
+cut-off), the fraction of clashing samples (target energy > 1e3 kT), Kish ESS / N, how many samples
+left the model's support, and the force RMSE on samples within the data's energy range. Figures:
+phi/psi Ramachandran histograms (data vs flow, mdtraj dihedrals), flow vs reference force components,
+energy histograms (flow vs target). ``metrics.json`` holds every number.
+"""
+import json
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from ..io import atomic_write
+from ..units import PathLike
+
+
+def _is_export(path) -> bool:
+    """True for a TorchScript export (``smoothflow export``), False for a training checkpoint."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+
+
+def load_flow(path: PathLike) -> Tuple[Any, Dict[str, Any]]:
+    """The generator (float64, eval mode) of a training checkpoint or an exported model, and the
+    checkpoint's other entries (for an export: ``config``, the training configuration as JSON)."""
+    from ..potential import FlowPotential
+    from ..training.checkpoint import load_generator
+
+    if str(path).endswith(".pt") and _is_export(path):
+        potential = FlowPotential(path)
+        training = potential.metadata.get("provenance", {}).get("training_config", {})
+        generator, info = potential.generator(), {"config": json.dumps(training)}
+    else:
+        generator, info = load_generator(path)
+    return generator.double().eval(), info
+
+
+def held_out_frames(data, info: Dict[str, Any], data_paths, n_frames: int) -> Tensor:
+    """Validation-block indices when ``data_paths`` are the training files, else all frames; then
+    ``n_frames`` of them, evenly spaced."""
+    from ..training.data import split_blocks
+
+    config = json.loads(info.get("config", "{}")) if isinstance(info.get("config"), str) else {}
+    same = config and [str(Path(p).resolve()) for p in config.get("data", [])] == [str(Path(p).resolve()) for p in data_paths]
+    if same and config.get("stride", 1) == 1:
+        _, idx = split_blocks(len(data.positions), config.get("val_fraction", 0.1), config.get("val_blocks", 10))
+        idx = torch.as_tensor(idx)
+    else:
+        idx = torch.arange(len(data.positions))
+    if n_frames and len(idx) > n_frames:
+        idx = idx[torch.linspace(0, len(idx) - 1, n_frames).long()]
+    return idx
+
+
+def draw_samples(generator, n_samples: int, chunk: int = 500) -> Tuple[Tensor, Tensor]:
+    """``n_samples`` flow samples (n, N, 3) nm and their log densities (n,), in chunks, no autograd."""
+    samples, log_q = [], []
+    with torch.no_grad():
+        for start in range(0, n_samples, chunk):
+            xs, lq = generator.sample(min(chunk, n_samples - start))
+            samples.append(xs)
+            log_q.append(lq)
+    return torch.cat(samples), torch.cat(log_q)
+
+
+def sample_metrics(generator, xs: Tensor, log_q: Tensor, u_samples: Tensor, f_samples: Tensor,
+                   max_energy_kt: Optional[float] = None) -> Dict[str, Any]:
+    """Metrics of flow samples ``xs`` with log densities ``log_q`` scored by the target: energies
+    ``u_samples`` (n,) kT and forces ``f_samples`` (n, N, 3) kT/nm.
+
+    The importance metrics (KL, clash fraction, ESS), how many samples left the support, and the force
+    RMSE (the paper's 46 kT/nm figure) over at most 2000 samples whose target energy lies at or below
+    ``max_energy_kt`` (the MD data's highest, when known): a few clashing samples (1e6 kT) would
+    otherwise dominate it.
+    """
+    from ..training.metrics import importance_metrics
+
+    metrics: Dict[str, Any] = {"samples": int(len(xs))}
+    metrics.update({k.replace("val_", ""): v for k, v in importance_metrics(u_samples, log_q).items()})
+    metrics["samples_outside"] = generator.count_outside(xs)
+    ok = torch.isfinite(u_samples)
+    if max_energy_kt is not None:
+        ok = ok & (u_samples <= max_energy_kt)
+    metrics["samples_in_data_energy_range"] = float(ok.double().mean())
+    sel = torch.nonzero(ok).flatten()[:2000]
+    if len(sel):
+        metrics["sample_force_rmse"] = float(((generator.force(xs[sel]) - f_samples[sel]) ** 2).mean().sqrt())
+    return metrics
+
+
+def write_figures(out_dir: Path, generator, topology, x: Tensor, forces_kt: Optional[Tensor], xs: Tensor,
+                  log_q: Tensor, u_samples: Tensor, u_data: Optional[Tensor], title: str) -> None:
+    """``ramachandran.png`` (held-out frames ``x`` vs samples ``xs``), ``forces.png`` (flow vs reference
+    forces on ``x``, when ``forces_kt`` is given) and ``energies.png`` (flow and target energies of the
+    samples and, with ``u_data`` (kT), of the frames) in ``out_dir``."""
+    from . import plots
+    from .phi_psi import phi_psi
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots.ramachandran({"MD data (held out)": phi_psi(x.numpy(), topology), "flow samples": phi_psi(xs.numpy(), topology)},
+                       out_dir / "ramachandran.png")
+    if forces_kt is not None:
+        plots.force_scatter(forces_kt[:1000].numpy(), generator.force(x[:1000]).detach().numpy(),
+                            out_dir / "forces.png", title="held-out frames:")
+    series = {"flow energy (flow samples)": (-log_q).numpy(),
+              "target energy (flow samples)": u_samples[torch.isfinite(u_samples)].numpy()}
+    if u_data is not None:
+        series["target energy (MD data)"] = u_data.numpy()
+        with torch.no_grad():
+            series["flow energy (MD data)"] = generator.energy(x).numpy()
+    plots.energy_histograms(series, out_dir / "energies.png", title=title)
+
+
+def evaluate(checkpoint: str, data_paths, out_dir: Path, n_frames: int = 5000, n_samples: int = 5000,
+             threads: int = 0, progress: bool = True) -> Dict[str, Any]:
+    """Metrics of ``checkpoint`` (training checkpoint or export) on ``data_paths`` and ``n_samples`` flow
+    samples; writes the figures and ``metrics.json`` to ``out_dir`` and returns the metrics."""
+    from ..md.systems import alanine_dipeptide_pdb, classical_system, load_pdb
+    from ..training.data import load_md_data
+    from ..training.metrics import data_metrics
+    from ..training.target import OpenMMTarget
+
+    if threads:
+        torch.set_num_threads(threads)
+    out_dir = Path(out_dir)
+    generator, info = load_flow(checkpoint)
+    data = load_md_data(data_paths)
+    idx = held_out_frames(data, info, data_paths, n_frames)
+    x = data.positions[idx].double()
+    forces_kt = data.forces_kT()[idx].double() if data.forces is not None else None
+    u_data = data.energies_kT()[idx] if data.energies is not None else None
+    metrics: Dict[str, Any] = {"checkpoint": str(checkpoint), "kind": generator.config["kind"],
+                               "held_out_frames": int(len(idx))}
+    metrics.update({k.replace("val_", ""): v for k, v in data_metrics(generator, x, forces_kt).items()})
+    topology = load_pdb(alanine_dipeptide_pdb()).topology
+    xs, log_q = draw_samples(generator, n_samples)
+    with OpenMMTarget(classical_system(topology), data.temperature) as target:
+        u_samples, f_samples = target.energy_and_force(xs)
+    metrics.update(sample_metrics(generator, xs, log_q, u_samples, f_samples,
+                                  float(u_data.max()) if u_data is not None else None))
+    write_figures(out_dir, generator, topology, x, forces_kt, xs, log_q, u_samples, u_data, f"{metrics['kind']} flow")
+    with atomic_write(out_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,37 @@
+"""``smoothflow bench nve``: energy conservation in NVE (paper Fig. 4), flows vs the classical force field."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=FILE",
+                        help="an exported flow to compare (repeatable), e.g. smooth=smooth.pt")
+    parser.add_argument("--data", required=True, help=".npz data file: starting frames are taken from it")
+    parser.add_argument("--frames", type=int, default=10, help="number of starting frames (the first ones)")
+    parser.add_argument("--equil-steps", type=int, default=1000)
+    parser.add_argument("--nve-steps", type=int, default=5000)
+    parser.add_argument("--platform", default="Reference")
+    parser.add_argument("--no-classical", action="store_true", help="skip amber99sbildn + OBC")
+    parser.add_argument("--out", default="bench-nve", help="output directory (nve.json, nve.png)")
+
+
+def run(args) -> int:
+    from ..analysis.nve import compare, format_table
+    from ..md.systems import alanine_dipeptide_pdb, classical_system, load_pdb
+    from ..potential import FlowPotential
+    from ..training.data import load_md_data
+
+    pdb = load_pdb(alanine_dipeptide_pdb())
+    frames = load_md_data([args.data]).positions[: args.frames].numpy()
+    potentials = {} if args.no_classical else {"classical": classical_system(pdb.topology)}
+    for spec in args.model:
+        name, _, path = spec.partition("=")
+        if not path:
+            name, path = Path(spec).stem, spec
+        potentials[name] = FlowPotential(path).createSystem(pdb.topology)
+    summary = compare(potentials, pdb.topology, frames, Path(args.out), equil_steps=args.equil_steps,
+                      nve_steps=args.nve_steps, platform=args.platform)
+    print(format_table(summary))
+    print(f"wrote {args.out}/nve.json and {args.out}/nve.png")
+    return 0

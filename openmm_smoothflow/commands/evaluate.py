@@ -1,0 +1,23 @@
+"""``smoothflow evaluate CHECKPOINT --data FILE``: accuracy metrics and figures of a trained flow
+(``analysis/evaluate.py``)."""
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("checkpoint", help="training checkpoint (best.pt) or an exported model (.pt)")
+    parser.add_argument("--data", nargs="+", required=True, help="MD data .npz (held-out blocks are used "
+                        "when these are the training files)")
+    parser.add_argument("--frames", type=int, default=5000, help="held-out frames to evaluate")
+    parser.add_argument("--samples", type=int, default=5000, help="flow samples for KL / ESS")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--out", default="evaluate", help="output directory (metrics.json, PNGs)")
+
+
+def run(args) -> int:
+    from ..analysis.evaluate import evaluate
+
+    metrics = evaluate(args.checkpoint, args.data, Path(args.out), args.frames, args.samples, args.threads)
+    for key, value in metrics.items():
+        print(f"{key:>26}: {value:.4g}" if isinstance(value, float) else f"{key:>26}: {value}")
+    print(f"wrote {args.out}/metrics.json, ramachandran.png, forces.png, energies.png")
+    return 0
