@@ -103,7 +103,7 @@ def main(argv=None) -> int:
                   f"val_kl {r.get('val_kl', float('nan')):10.4g}  val_ess {r.get('val_ess', float('nan')):.3f}  "
                   f"({r['seconds']:.1f} s)", flush=True)
 
-        trainer = Trainer(config, log=log)
+        trainer = Trainer(config, log=log, overwrite=True)  # a fresh run each time the example runs
         trainer.fit()
         print(f"best epoch {trainer.state['best_epoch']} (validation loss {trainer.state['best_val']:.2f}) -> "
               f"{out / name / 'best.pt'}", flush=True)

@@ -73,3 +73,13 @@ def test_toy_problems_quick(tmp_path):
                 timeout=600)
     assert (tmp_path / "toy.png").is_file()
     assert json.loads((tmp_path / "toy.json").read_text())["settings"]["quick"] is True
+
+
+@pytest.mark.slow
+def test_mixed_system(tmp_path):
+    out = run_example([EXAMPLES / "mixed_system.py", "--steps", "200", "--out-dir", tmp_path], timeout=600)
+    diff = float(re.search(r"relative difference (\S+)\)", out).group(1))
+    assert diff < 1e-3, out
+    for lam in re.findall(r"lambda_interpolate=\d: (\S+) kJ/mol \(\w+ System: (\S+)\)", out):
+        assert float(lam[0]) == pytest.approx(float(lam[1]), rel=1e-6), out
+    assert "positions finite: True" in out and (tmp_path / "traj.dcd").stat().st_size > 0

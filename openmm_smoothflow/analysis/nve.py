@@ -5,7 +5,9 @@ velocity Verlet at 1 fs without thermostat. Reported per potential: the standard
 total energy per degree of freedom (kJ/mol; DOF = 3N - 6), the drift (kJ/mol/ps, slope of a linear fit,
 per DOF too), the largest total-energy change between two reports, and how many runs blew up
 (non-finite energy, an OpenMM error, or a total-energy excursion past ``blowup_kjmol``). A blown-up run
-is recorded, never a crash of the command. ``nve.json`` keeps every run's figures.
+is recorded, never a crash of the command, and reported on the console; so is a run whose final
+bonds or stereocentres are broken (``health``, from ``md/health.py``; not counted as a blow-up).
+``nve.json`` keeps every run's figures.
 """
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ def nve_run(system, topology, positions: np.ndarray, platform: str = "Reference"
             if not np.isfinite(total) or abs(total - trace[0]) > blowup_kjmol:
                 result.update(blown_up=True, error=f"total energy {total:.4g} kJ/mol at NVE step {i * report_every}")
                 break
+        result["health"] = _final_health(context, topology, positions)
     except Exception as exc:  # OpenMM raises on NaN coordinates / model errors: a blown-up run
         result.update(blown_up=True, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     finally:
@@ -70,7 +73,22 @@ def nve_run(system, topology, positions: np.ndarray, platform: str = "Reference"
     return result
 
 
-PER_RUN = ("blown_up", "error", "std_per_dof", "drift_per_dof", "max_jump", "seconds")
+def _final_health(context, topology, positions: np.ndarray):
+    """Bonds and stereocentres of the final state against the start (``md.health``); None if intact.
+    Reported next to the energy figures; it does not change what counts as a blow-up."""
+    from openmm import unit
+
+    from ..md.health import HealthLimits, HealthMonitor
+
+    if topology is None:
+        return None
+    final = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    monitor = HealthMonitor(topology, np.asarray(positions), 300.0, 1,
+                            HealthLimits(max_energy_jump=float("inf"), max_temperature=float("inf")))
+    return monitor.check(0, final, 0.0, 0.0)
+
+
+PER_RUN = ("blown_up", "error", "health", "std_per_dof", "drift_per_dof", "max_jump", "seconds")
 
 
 def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -100,17 +118,20 @@ def compare(potentials: Dict[str, Any], topology, frames: np.ndarray, out_dir: O
 
     Writes ``nve.json`` and ``nve.png`` to ``out_dir`` when given; returns the summary per potential.
     """
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     from . import plots
 
     traces: Dict[str, np.ndarray] = {}
     summary: Dict[str, Any] = {}
-    bar = tqdm(total=len(potentials) * len(frames), desc="NVE runs", unit="run", disable=not progress)
+    bar = progress_bar(total=len(potentials) * len(frames), desc="NVE runs", unit="run", enabled=progress)
     for name, system in potentials.items():
         runs = []
         for i, frame in enumerate(frames):
             runs.append(nve_run(system, topology, frame, seed=i, **kwargs))
+            if runs[-1]["blown_up"] or runs[-1].get("health"):  # reported, never hidden in the JSON
+                bar.write(f"NVE {name}, frame {i}: " + ("blew up: " + runs[-1]["error"] if runs[-1]["blown_up"]
+                                                        else "bonds or chirality broken: " + runs[-1]["health"]))
             bar.update(1)
             bar.set_postfix(potential=name)
         traces[name] = np.stack([r["trace"] for r in runs])

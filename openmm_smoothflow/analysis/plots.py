@@ -1,6 +1,7 @@
 """Figures (matplotlib, Agg backend, PNG written atomically): Ramachandran histograms, total-energy
-traces, flow vs reference force scatter, energy histograms. Inputs are numpy arrays in OpenMM or kT
-units as each docstring says."""
+traces, flow vs reference force scatter, energy histograms, 2-D force fields. Inputs are numpy arrays
+in OpenMM or kT units as each docstring says; every figure labels its axes with units, and has a
+legend (or colour bar) where its lines or colours differ."""
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
@@ -39,14 +40,17 @@ def ramachandran(panels: Dict[str, np.ndarray], path: PathLike, bins: int = 60) 
         h = np.where(h > 0, h, np.nan)
         mesh = ax.pcolormesh(xe, ye, h.T, norm=LogNorm(), cmap="viridis")
         ax.set(title=f"{name} ({len(angles)} frames)", xlabel="phi (rad)", ylabel="psi (rad)", aspect="equal")
-        fig.colorbar(mesh, ax=ax, shrink=0.8, label="density")
+        fig.colorbar(mesh, ax=ax, shrink=0.8, label="density (rad$^{-2}$)")
     _save(fig, path)
 
 
 def energy_traces(traces: Dict[str, np.ndarray], path: PathLike, dt_ps: float, ylabel: str = "E_tot - <E_tot> (kJ/mol)",
                   highlight: int = 0) -> None:
     """One panel per potential: total-energy traces (runs, steps) minus each run's mean, all runs grey,
-    run ``highlight`` black (as the paper's Fig. 4). Runs that blew up show as far as they are finite."""
+    run ``highlight`` black (as the paper's Fig. 4), each panel's legend naming both. Runs that blew up
+    show as far as they are finite."""
+    from matplotlib.lines import Line2D
+
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(traces), figsize=(4.5 * len(traces), 3.4), squeeze=False)
     for ax, (name, runs) in zip(axes[0], traces.items()):
@@ -58,6 +62,10 @@ def energy_traces(traces: Dict[str, np.ndarray], path: PathLike, dt_ps: float, y
             ax.plot(t, centred, color="black" if i == highlight else "0.7", lw=1.2 if i == highlight else 0.6,
                     zorder=3 if i == highlight else 2)
         ax.set(title=name, xlabel="time (ps)", ylabel=ylabel)
+        handles = [Line2D([], [], color="black", lw=1.2, label=f"run {highlight + 1} (starting frame {highlight})")]
+        if len(runs) > 1:
+            handles.append(Line2D([], [], color="0.7", lw=0.6, label=f"the other {len(runs) - 1} runs"))
+        ax.legend(handles=handles, fontsize=7, loc="upper left", framealpha=0.8)
     fig.tight_layout()
     _save(fig, path)
 
@@ -68,11 +76,12 @@ def force_scatter(reference: np.ndarray, predicted: np.ndarray, path: PathLike, 
     ref, pred = np.asarray(reference).ravel(), np.asarray(predicted).ravel()
     rmse = float(np.sqrt(np.mean((ref - pred) ** 2)))
     fig, ax = plt.subplots(figsize=(4.2, 4.0))
-    ax.scatter(ref, pred, s=1, alpha=0.2, rasterized=True)
+    ax.scatter(ref, pred, s=1, alpha=0.2, rasterized=True, label="force components")
     lim = float(np.percentile(np.abs(np.concatenate([ref, pred])), 99.5))
-    ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8)
+    ax.plot([-lim, lim], [-lim, lim], color="black", lw=0.8, label="flow = reference")
     ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xlabel="reference force (kT/nm)", ylabel="flow force (kT/nm)",
            title=f"{title} RMSE {rmse:.1f} kT/nm".strip(), aspect="equal")
+    ax.legend(fontsize=7, loc="upper left", markerscale=6)
     _save(fig, path)
 
 
@@ -82,8 +91,8 @@ def energy_histograms(series: Dict[str, np.ndarray], path: PathLike, title: str 
 
     The x range ends at 1.5 x the smallest per-series ``quantile`` of the shifted energies (the
     narrowest distribution, normally the MD data's), so clashing flow samples (target energies of 1e6
-    kT and more) do not flatten the plot; the legend says how many values of each series lie beyond.
-    Returns the upper end of the x range (kT).
+    kT and more) do not flatten the plot; the legend (below the axes, clear of the peaks) says how many
+    values of each series lie beyond. Returns the upper end of the x range (kT).
     """
     plt = _pyplot()
     shifted = {}
@@ -95,36 +104,45 @@ def energy_histograms(series: Dict[str, np.ndarray], path: PathLike, title: str 
     if not shifted:
         raise ValueError("energy_histograms: no finite energies to plot")
     xmax = 1.5 * min(float(np.quantile(v, quantile)) for v in shifted.values()) or 1.0
-    fig, ax = plt.subplots(figsize=(5.0, 3.6))
+    fig, ax = plt.subplots(figsize=(5.0, 4.2))
     for name, values in shifted.items():
         beyond = int((values > xmax).sum())
         label = f"{name} ({beyond} beyond)" if beyond else name
         ax.hist(values[values <= xmax], bins=bins, range=(0.0, xmax), density=True, histtype="step", label=label, lw=1.2)
-    ax.set(xlabel=xlabel, ylabel="density", title=title, xlim=(0.0, xmax))
-    ax.legend(fontsize=7)
+    ax.set(xlabel=xlabel, ylabel="density (1/kT)", title=title, xlim=(0.0, xmax))
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=2, frameon=False)
     _save(fig, path)
     return xmax
 
 
 def force_field_2d(grids: Dict[str, np.ndarray], extent: Sequence[float], path: PathLike,
                    density: Optional[Dict[str, np.ndarray]] = None, ncols: Optional[int] = None,
-                   quiver_kw: Optional[Dict] = None) -> None:
+                   quiver_kw: Optional[Dict] = None, xlabel: str = "x", ylabel: str = "y",
+                   density_label: str = "density p(x, y)", force_unit: str = "kT per unit length") -> None:
     """2-D force fields (name -> (ny, nx, 2) forces on a grid over ``extent``) as quiver panels over
-    an optional density image per panel (toy problems, the paper's Fig. 2). ``ncols`` wraps the panels
-    into rows (default: one row); ``quiver_kw`` overrides the ``ax.quiver`` options (e.g. a shared
-    ``scale``). NaN forces draw no arrow."""
+    an optional density image per panel (toy problems, the paper's Fig. 2), each with its colour bar
+    (``density_label``) and a reference arrow (the panel's 90th-percentile force, in ``force_unit``).
+    ``ncols`` wraps the panels into rows (default: one row); ``quiver_kw`` overrides the ``ax.quiver``
+    options (e.g. a shared ``scale``). NaN forces draw no arrow."""
     plt = _pyplot()
     ncols = ncols or len(grids)
     nrows = -(-len(grids) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 4.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.0 * nrows), squeeze=False, layout="constrained")
     for ax, (name, field) in zip(axes.flat, grids.items()):
         ny, nx, _ = field.shape
         xs = np.linspace(extent[0], extent[1], nx)
         ys = np.linspace(extent[2], extent[3], ny)
         if density is not None and name in density:
-            ax.imshow(density[name], origin="lower", extent=extent, cmap="Greys", aspect="auto")
-        ax.quiver(xs, ys, field[..., 0], field[..., 1], **{"color": "tab:red", "angles": "xy", **(quiver_kw or {})})
-        ax.set(title=name, xlim=extent[:2], ylim=extent[2:])
+            image = ax.imshow(density[name], origin="lower", extent=extent, cmap="Greys", aspect="auto")
+            fig.colorbar(image, ax=ax, shrink=0.85, label=density_label)
+        arrows = ax.quiver(xs, ys, field[..., 0], field[..., 1],
+                           **{"color": "tab:red", "angles": "xy", **(quiver_kw or {})})
+        norms = np.linalg.norm(field, axis=-1)
+        if np.isfinite(norms).any():
+            key = float(np.nanpercentile(norms, 90))
+            ax.quiverkey(arrows, 0.75, 1.02, key, f"|F| = {key:.2g} {force_unit}", labelpos="W", coordinates="axes",
+                         fontproperties={"size": 7})
+        ax.set(title=name + "\n", xlim=extent[:2], ylim=extent[2:], xlabel=xlabel, ylabel=ylabel)
     for ax in axes.flat[len(grids):]:
         ax.axis("off")
     _save(fig, path)

@@ -86,10 +86,10 @@ def table_si1(dims=DIMS, bins=BINS, batch_size: int = 64, spline_bins: int = 8, 
               progress: bool = True) -> Tuple[List[Dict], Dict[int, Dict[str, Dict]]]:
     """Time every (dim, method) cell; returns the table rows (per dim and mode: the fastest K, the
     analytic and that bisection timing, their ratio) and every cell's timings by dim."""
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
     cells = [(d, k) for d in dims for k in [0] + list(bins)]
-    bar = tqdm(total=len(cells), disable=not progress, desc="bench inverse", unit="cell")
+    bar = progress_bar(total=len(cells), enabled=progress, desc="bench inverse", unit="cell")
     results: Dict[int, Dict[str, Dict]] = {}
     for dim, k in cells:
         bar.set_postfix(dim=dim, K=k or "analytic")
@@ -120,4 +120,88 @@ def format_table(rows: List[Dict]) -> str:
         a, b = row["inversion"], row["inversion_backprop"]
         lines.append(f"{row['dim']:>5} | {a['K_opt']:>4} {_fmt(a['analytic'])} {_fmt(a['bisection'])} {a['ratio']:6.2f} |"
                      f" {b['K_opt']:>4} {_fmt(b['analytic'])} {_fmt(b['bisection'])} {b['ratio']:6.2f}")
+    return "\n".join(lines)
+
+
+# ---- the bump mixture's root-finding inverse vs the spline's analytic one; sampling throughput -----
+
+BUMP_SHAPES = [(1, 2), (1, 8), (1, 32), (64, 32), (64, 512)]  # (batch, dim)
+
+
+def bump_rows(shapes=BUMP_SHAPES, bins=(2, 4, 8, 16), components: int = 8, repeats: int = 5,
+              min_time: float = 0.02, tol: float = 1e-6, dtype: torch.dtype = torch.float32,
+              seed: int = 0) -> List[Dict]:
+    """Per (batch, dim): ms per inverse call (no_grad, params given: the inversion alone) of the analytic
+    rational-quadratic spline (``components`` bins) and of the bump mixture (``components`` bumps, exp ramp
+    with beta = 2 as the flows, ``BumpMixture.inverse``: multi-bin bisection) with K chosen from the element count
+    (``rootfind.choose_bins``) and with each K of ``bins``; ratios bump / spline."""
+    from ..transforms import BumpMixture, RationalQuadraticSpline, rootfind_inverse
+    from ..transforms.rootfind import choose_bins
+
+    rows = []
+    for batch, dim in shapes:
+        gen = torch.Generator().manual_seed(seed + dim)
+        spline, bump = RationalQuadraticSpline(components), BumpMixture(n_components=components, beta=2)
+        y = torch.rand(batch, dim, generator=gen).to(dtype)
+        p_spline = torch.randn(batch, dim, spline.n_params, generator=gen).to(dtype)
+        p_bump = torch.randn(batch, dim, bump.n_params, generator=gen).to(dtype)
+        with torch.no_grad():
+            ana = _time(lambda: spline.inverse(y, p_spline), repeats, min_time)
+            auto = _time(lambda: bump.inverse(y, p_bump), repeats, min_time)
+            by_k = {k: _time(lambda k=k: rootfind_inverse(bump, y, p_bump, n_bins=k, tol=bump.rootfind_tol),
+                             repeats, min_time) for k in bins}
+        best = min(by_k, key=lambda k: by_k[k]["mean_ms"])
+        rows.append({"batch": batch, "dim": dim, "K_auto": choose_bins(batch * dim), "K_best": best,
+                     "spline_analytic": ana, "bump_auto": auto, "bump_by_K": {str(k): v for k, v in by_k.items()},
+                     "ratio_auto": auto["mean_ms"] / ana["mean_ms"],
+                     "ratio_best": by_k[best]["mean_ms"] / ana["mean_ms"]})
+    return rows
+
+
+def format_bump_table(rows: List[Dict]) -> str:
+    head = (f"{'batch':>5} {'dim':>5} | {'spline analytic ms':>18} | {'K auto':>6} {'bump ms':>9} {'ratio':>6} |"
+            f" {'K best':>6} {'bump ms':>9} {'ratio':>6}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        best = r["bump_by_K"][str(r["K_best"])]
+        lines.append(f"{r['batch']:>5} {r['dim']:>5} | {r['spline_analytic']['mean_ms']:>18.3f} | {r['K_auto']:>6} "
+                     f"{r['bump_auto']['mean_ms']:>9.3f} {r['ratio_auto']:>6.2f} | {r['K_best']:>6} "
+                     f"{best['mean_ms']:>9.3f} {r['ratio_best']:>6.2f}")
+    return "\n".join(lines)
+
+
+def sampling_rows(batches=(1, 128), kinds=("smooth", "spline"), repeats: int = 3, min_time: float = 0.2,
+                  old_bins: int = 16, seed: int = 0) -> List[Dict]:
+    """Flow samples per second (``generator.sample``, no_grad, float32) of the paper-size alanine-dipeptide
+    flows with random weights, per kind and batch; the smooth flow (root finding) with the bin count
+    chosen from the element count and with the former fixed ``old_bins``; the spline flow inverts
+    analytically."""
+    from ..flows.generator import BoltzmannGenerator
+    from ..md.systems import alanine_dipeptide_pdb, load_pdb
+
+    topology = load_pdb(alanine_dipeptide_pdb()).topology
+    rows = []
+    for kind in kinds:
+        torch.manual_seed(seed)
+        generator = BoltzmannGenerator.from_topology(topology, kind=kind).eval()
+        with torch.no_grad():  # random (non-identity) conditioners: the last layers start at zero
+            for p in generator.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        settings = [None] if kind != "smooth" else [None, old_bins]
+        for bins in settings:
+            for layer in generator.layers:
+                layer.transform.rootfind_bins = bins
+            for batch in batches:
+                with torch.no_grad():
+                    t = _time(lambda: generator.sample(batch), repeats, min_time)
+                rows.append({"kind": kind, "batch": batch, "bins": "auto" if bins is None else bins,
+                             "ms_per_call": t["mean_ms"], "samples_per_s": 1e3 * batch / t["mean_ms"], "timing": t})
+    return rows
+
+
+def format_sampling_table(rows: List[Dict]) -> str:
+    lines = [f"{'flow':<7} {'bins':>5} {'batch':>5} {'ms/call':>9} {'samples/s':>10}"]
+    for r in rows:
+        lines.append(f"{r['kind']:<7} {str(r['bins']):>5} {r['batch']:>5} {r['ms_per_call']:>9.2f} "
+                     f"{r['samples_per_s']:>10.0f}")
     return "\n".join(lines)

@@ -38,11 +38,11 @@ METRICS = (("nll", "val_nll", "NLL (kT)"), ("fme", "val_fm", "FME ((kT/nm)^2)"),
 
 def train_one(kind: str, kl: float, fm: float, seed: int, out: Path, data: Sequence[str], stride: int = 10,
               epochs: int = 3, model: Optional[Dict[str, Any]] = None, max_steps: int = 0, lr: float = 5e-4,
-              batch_size: int = 128, kl_samples: int = 128, val_samples: int = 256, threads: int = 0
-              ) -> Dict[str, Any]:
+              batch_size: int = 128, kl_samples: int = 128, val_samples: int = 256, threads: int = 0,
+              progress: bool = True) -> Dict[str, Any]:
     """Train one flow; its held-out metrics, or ``failed: True`` with the reason."""
     from ..training.config import TrainConfig
-    from ..training.trainer import NonFiniteError, Trainer
+    from ..training.trainer import NonFiniteError, Trainer, TrainingFailed
 
     config = TrainConfig(data=[str(p) for p in data], out=str(out), kind=kind, kl=kl, fm=fm, model=dict(model or {}),
                          stride=stride, epochs=epochs, max_steps=max_steps, lr=lr, lr_decay=1.0,
@@ -51,8 +51,8 @@ def train_one(kind: str, kl: float, fm: float, seed: int, out: Path, data: Seque
     result: Dict[str, Any] = {"kind": kind, "kl": kl, "fm": fm, "seed": seed, "failed": False, "error": None}
     start = time.perf_counter()
     try:
-        record = Trainer(config, log=lambda line: None).fit()
-    except NonFiniteError as exc:
+        record = Trainer(config, log=lambda line: None, overwrite=True, progress=progress).fit()  # each run starts fresh
+    except (NonFiniteError, TrainingFailed) as exc:
         record = {}
         result.update(failed=True, error=str(exc).split(";")[0])
     result["seconds"] = round(time.perf_counter() - start, 2)

@@ -7,18 +7,23 @@ Side by side in one process, on the packaged alanine dipeptide (Langevin, 300 K,
   ``potential.export``: ``openmmtorch.TorchForce`` in float64 and float32 on each platform (the export's
   force is its hand-written reverse pass, ``analytic_gradient``), the same export with autograd forces
   (``analytic_gradient=False``, float64, Reference platform) and the ``compiled`` backend
-  (``openmm.PythonForce`` around ``torch.compile`` of the eager generator, Reference platform);
+  (``openmm.PythonForce`` around ``torch.compile`` of the eager generator, Reference platform) and the
+  ``aoti`` backend (``openmm.PythonForce`` around the AOTInductor package of the hand-written
+  energy+force pass, :mod:`..potential.aoti`, Reference platform);
 * the spline flow of the same size as a TorchForce (float64, Reference; autograd forces), for comparison.
 
 Each MD row runs ``--warmup`` steps, then ``--repeats`` times ``--steps`` steps; ms/step is the median
 of the repeats (the best one is stored too); ns/day = 86.4 / (ms/step). Outside OpenMM it times the
 batch-1 energy+force of the eager generator (autograd) and of the exported TorchScript modules as
 ``torch.jit.load`` returns them (float64) and counts the profiler events (ATen ops, nested ones
-included, and autograd nodes) of one energy+force. It also checks that the compiled
-backend's energy and forces equal the TorchForce's at the same positions.
+included, and autograd nodes) of one energy+force. It also checks that the compiled and aoti
+backends' energies and forces equal the TorchForce's at the same positions, and states the ratios of
+the fastest flow row to the classical Reference row of the same run.
 
 ``torch.compile`` of the paper model takes minutes on a busy CPU with a cold inductor cache
-(``--skip-compiled`` leaves it out). Timings are noisy on a shared machine: compare rows of one run.
+(``--skip-compiled`` leaves it out); so does the first AOTInductor build of a model (cached on disk
+afterwards, ``$SMOOTHFLOW_CACHE``; ``--skip-aoti``). Timings are noisy on a shared machine: compare rows
+of one run.
 """
 import os
 import platform as platform_module
@@ -137,6 +142,23 @@ def single_point(system, positions: np.ndarray, platform: str = "Reference"):
             state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
 
 
+def step_ratios(rows: List[Dict[str, Any]], reference: str) -> Dict[str, Any]:
+    """The fastest smooth-flow MD row and the float64 TorchForce row on ``reference``, in ms/step and as
+    multiples of the classical row on ``reference`` ({} without a classical row)."""
+    ok = [r for r in rows if "error" not in r]
+    classical = [r for r in ok if r["potential"] == "classical" and r["platform"] == reference]
+    flows = [r for r in ok if r["potential"] == "smooth"]
+    torchforce = [r for r in flows if r["backend"] == "torchforce" and r["dtype"] == "float64"
+                  and r["platform"] == reference]
+    if not classical or not flows or not torchforce:
+        return {}
+    fastest = min(flows, key=lambda r: r["ms_per_step"])
+    base = classical[0]["ms_per_step"]
+    return dict(classical_ms=base, fastest_flow=f"{fastest['backend']} {fastest['platform']} {fastest['dtype']}",
+                fastest_flow_ms=fastest["ms_per_step"], fastest_vs_classical=fastest["ms_per_step"] / base,
+                torchforce_ms=torchforce[0]["ms_per_step"], torchforce_vs_classical=torchforce[0]["ms_per_step"] / base)
+
+
 # ---- the benchmark ---------------------------------------------------------------------------------
 
 def format_table(rows: List[Dict[str, Any]]) -> str:
@@ -154,7 +176,7 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 
 def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platforms=("Reference", "CPU"),
-                    threads: int = 1, skip_compiled: bool = False) -> Dict[str, Any]:
+                    threads: int = 1, skip_compiled: bool = False, skip_aoti: bool = False) -> Dict[str, Any]:
     """Every row of the benchmark (see the module docstring), printed as it is measured; returns the
     protocol, machine, MD rows, batch-1 timings outside OpenMM and the compiled-vs-TorchForce check."""
     import torch
@@ -163,6 +185,7 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
     from ..flows.generator import BoltzmannGenerator
     from ..md.systems import alanine_dipeptide_pdb, available_platforms, classical_system, load_pdb
     from ..potential import FlowPotential, export
+    from ..potential.aoti import aoti_energy
 
     torch.set_num_threads(threads)
     wanted, platforms = list(platforms), [p for p in platforms if p in available_platforms()]
@@ -219,6 +242,20 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
 
         if not skip_compiled:
             jobs.append(("smooth", "compiled", "Reference", "float64", compiled_system))
+        aoti: List[Any] = []  # one aoti System; the package is built once per model (cached on disk)
+
+        def aoti_system():
+            if not aoti:
+                potential = FlowPotential(paths["smooth64"])
+                start = time.perf_counter()
+                potential._aoti = aoti_energy(potential.module, potential.generator, name="the paper-size model")
+                print(f"  (aoti package ready after {time.perf_counter() - start:.0f} s)", flush=True)
+                aoti.append(potential.createSystem(topology, backend="aoti"))
+                aoti.append(potential._aoti)
+            return aoti[0]
+
+        if not skip_aoti:
+            jobs.append(("smooth", "aoti", "Reference", "float64", aoti_system))
         jobs.append(("spline", "torchforce", reference, "float64",
                      lambda: FlowPotential(paths["spline64"]).createSystem(topology)))
         if not skip_compiled:
@@ -236,26 +273,41 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
             rows.append(row)
             print(format_table([row]).splitlines()[-1], flush=True)
 
-        # -- compiled backend vs TorchForce at the same positions
+        if aoti:  # the aoti package's batch-1 energy+force outside OpenMM (numpy in and out)
+            outside["smooth/aoti"] = time_call(lambda: aoti[1](x0))
+            print(f"\n  smooth/aoti (outside OpenMM)   {outside['smooth/aoti']['ms']:7.3f} ms "
+                  f"(best {outside['smooth/aoti']['best_ms']:.3f})")
+
+        # -- compiled and aoti backends vs TorchForce at the same positions
         check: Dict[str, Any] = {}
-        if not skip_compiled:
-            rng = np.random.default_rng(SEED)
-            for i, x in enumerate([x0, x0 + 0.005 * rng.standard_normal(x0.shape)]):
+        built = {"compiled": compiled_system if compiled else None, "aoti": aoti_system if aoti else None}
+        rng = np.random.default_rng(SEED)
+        frames = [x0, x0 + 0.005 * rng.standard_normal(x0.shape)]
+        for backend, system in built.items():
+            if system is None:
+                continue
+            check[backend] = {}
+            for i, x in enumerate(frames):
                 e_tf, f_tf = single_point(FlowPotential(paths["smooth64"]).createSystem(topology), x)
-                e_c, f_c = single_point(compiled_system(), x)
-                check[f"positions_{i}"] = dict(energy_kjmol=e_tf, energy_abs_diff=abs(e_c - e_tf),
-                                               force_max_abs_diff=float(np.abs(f_c - f_tf).max()),
-                                               force_max_abs=float(np.abs(f_tf).max()))
-            worst_e = max(c["energy_abs_diff"] for c in check.values())
-            worst_f = max(c["force_max_abs_diff"] for c in check.values())
-            print(f"\ncompiled vs TorchForce (float64, Reference, {len(check)} configurations): max |dE| = "
+                e_c, f_c = single_point(system(), x)
+                check[backend][f"positions_{i}"] = dict(energy_kjmol=e_tf, energy_abs_diff=abs(e_c - e_tf),
+                                                        force_max_abs_diff=float(np.abs(f_c - f_tf).max()),
+                                                        force_max_abs=float(np.abs(f_tf).max()))
+            worst_e = max(c["energy_abs_diff"] for c in check[backend].values())
+            worst_f = max(c["force_max_abs_diff"] for c in check[backend].values())
+            print(f"\n{backend} vs TorchForce (float64, Reference, {len(frames)} configurations): max |dE| = "
                   f"{worst_e:.2e} kJ/mol, max |dF| = {worst_f:.2e} kJ/mol/nm")
 
     print("\n" + format_table(rows))
+    ratios = step_ratios(rows, reference)
+    if ratios:
+        print(f"\nfastest flow row: {ratios['fastest_flow']} at {ratios['fastest_flow_ms']:.3f} ms/step = "
+              f"{ratios['fastest_vs_classical']:.1f}x classical {reference}; TorchForce {ratios['torchforce_ms']:.3f} "
+              f"ms/step = {ratios['torchforce_vs_classical']:.1f}x")
     result = dict(protocol=dict(steps=steps, repeats=repeats, warmup=warmup, threads=threads,
                                 platforms=platforms, integrator="LangevinMiddle 300 K 1/ps 1 fs",
                                 model="paper-size, random weights (from_topology)", n_parameters=n_params),
                   machine=dict(processor=platform_module.processor() or platform_module.machine(),
                                cpu_count=os.cpu_count(), torch=torch.__version__),
-                  rows=rows, outside_openmm=outside, compiled_check=check)
+                  rows=rows, ratios=ratios, outside_openmm=outside, backend_check=check)
     return result

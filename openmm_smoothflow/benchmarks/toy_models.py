@@ -106,9 +106,9 @@ def metropolis_hastings(energy: Callable[[Tensor], Tensor], x0: Tensor, n_burnin
         total = n_burnin + n_record
         iterator = range(total)
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress_bar
 
-            iterator = tqdm(iterator, desc="Metropolis-Hastings", unit="step", leave=False)
+            iterator = progress_bar(iterator, desc="Metropolis-Hastings", unit="step", leave=False)
         for i in iterator:
             s = steps[torch.randint(len(step_sizes), (x.shape[0], 1), generator=generator)]
             y = x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)
@@ -222,9 +222,9 @@ def train_nll(flow: ToyFlow, data: Tensor, n_iter: int, batch_size: int = 512, l
     losses: List[float] = []
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=n_iter, desc=desc, unit="step", leave=False)
+        bar = progress_bar(total=n_iter, desc=desc, unit="step", leave=False)
     for it in range(n_iter):
         batch = data[torch.randint(len(data), (batch_size,), generator=gen)]
         loss = -flow.log_prob(batch).mean()

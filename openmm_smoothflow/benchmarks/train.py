@@ -16,7 +16,8 @@ MODES = {"nll": dict(fm=0.0, kl=0.0), "nll+fm": dict(fm=0.001, kl=0.0), "nll+fm+
 
 
 def measure(mode: str, batch: int, steps: int, threads: int, compile_: bool, kind: str) -> Dict[str, Any]:
-    """Run ``steps`` optimiser steps (after 2 warm-up steps) in this process; frames/s and peak MB."""
+    """Run ``steps`` optimiser steps (after 2 warm-up steps, ``warmup_s``: with ``compile_`` the
+    compilation, :class:`~..training.compiled.CompiledFlow`) in this process; frames/s and peak MB."""
     import resource
 
     import torch
@@ -24,6 +25,7 @@ def measure(mode: str, batch: int, steps: int, threads: int, compile_: bool, kin
 
     from ..flows.generator import BoltzmannGenerator
     from ..md.systems import alanine_dipeptide_pdb, classical_system, load_pdb
+    from ..training.compiled import CompiledFlow
     from ..training.losses import LossWeights, combined_loss
     from ..training.target import OpenMMTarget
 
@@ -31,7 +33,7 @@ def measure(mode: str, batch: int, steps: int, threads: int, compile_: bool, kin
     torch.manual_seed(0)
     pdb = load_pdb(alanine_dipeptide_pdb())
     generator = BoltzmannGenerator.from_topology(pdb.topology, kind=kind)
-    model = torch.compile(generator) if compile_ else generator
+    model = CompiledFlow(generator) if compile_ else generator
     x0 = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=torch.float32)
     x = x0 + 0.002 * torch.randn(batch, *x0.shape)  # near the structure: inside the model's support
     forces = 100.0 * torch.randn(batch, *x0.shape)
@@ -46,8 +48,10 @@ def measure(mode: str, batch: int, steps: int, threads: int, compile_: bool, kin
         terms["loss"].backward()
         optimizer.step()
 
-    for _ in range(2):
+    start = time.perf_counter()
+    for _ in range(2):  # warm-up; with compile_, the compilation
         step()
+    warmup_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -56,7 +60,8 @@ def measure(mode: str, batch: int, steps: int, threads: int, compile_: bool, kin
         target.close()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"mode": mode, "frames_per_s": batch * steps / seconds, "ms_per_step": 1000 * seconds / steps,
-            "peak_mb": peak_mb, "frames_outside": outside, "threads": threads, "compile": compile_, "batch": batch,
+            "peak_mb": peak_mb, "frames_outside": outside, "threads": threads, "compiled": compile_, "batch": batch,
+            "warmup_s": warmup_s,
             "kind": kind, "parameters": generator.n_parameters()}
 
 

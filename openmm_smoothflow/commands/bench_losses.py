@@ -9,6 +9,7 @@ from typing import Tuple
 
 from ..benchmarks.losses import DEFAULT_KINDS, SETTINGS
 from ..flows.generator import KINDS
+from .arguments import non_negative_int, positive_float, positive_int
 
 
 def parse_setting(text: str) -> Tuple[float, float]:
@@ -24,23 +25,24 @@ def parse_setting(text: str) -> Tuple[float, float]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data", nargs="+", required=True, help="MD data .npz files (positions and forces)")
-    parser.add_argument("--stride", type=int, default=10, help="use every stride-th frame (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default %(default)s)")
-    parser.add_argument("--replicas", type=int, default=2, help="runs per (kind, setting), seeds differ (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first replica (default %(default)s)")
+    parser.add_argument("--stride", type=positive_int, default=10, help="use every stride-th frame (default %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per run (default %(default)s)")
+    parser.add_argument("--replicas", type=positive_int, default=2, help="runs per (kind, setting), seeds differ (default %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the first replica (default %(default)s)")
     parser.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=list(KINDS))
     parser.add_argument("--settings", nargs="+", type=parse_setting, default=list(SETTINGS), metavar="KL,FM",
                         help="(omega_k, omega_f) pairs (default: 0,0 0,0.001 0.1,0 0.1,0.001)")
     parser.add_argument("--model", type=json.loads, default={}, metavar="JSON",
                         help='architecture overrides, e.g. \'{"hidden": [32, 32]}\' (default: the SI-2.4 model)')
-    parser.add_argument("--max-steps", type=int, default=0, help=">0: at most this many steps per epoch")
-    parser.add_argument("--lr", type=float, default=5e-4, help="constant learning rate (default %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--kl-samples", type=int, default=128, help="flow samples per step for the KL term")
-    parser.add_argument("--val-samples", type=int, default=256, help="flow samples for the test-set KLD")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--max-steps", type=non_negative_int, default=0, help=">0: at most this many steps per epoch")
+    parser.add_argument("--lr", type=positive_float, default=5e-4, help="constant learning rate (default %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--kl-samples", type=positive_int, default=128, help="flow samples per step for the KL term")
+    parser.add_argument("--val-samples", type=positive_int, default=256, help="flow samples for the test-set KLD")
+    parser.add_argument("--threads", type=non_negative_int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--runs-dir", default=None, help="keep each run's checkpoints here (default: a temporary directory)")
     parser.add_argument("--out", default="bench-losses.json", help="JSON file of every run and the table")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
@@ -62,7 +64,7 @@ def run(args) -> int:
           f"{args.replicas} replicas, kinds {' '.join(args.kinds)}, model overrides {args.model or 'none'}", flush=True)
     common = dict(data=args.data, stride=args.stride, epochs=args.epochs, model=args.model, max_steps=args.max_steps,
                   lr=args.lr, batch_size=args.batch_size, kl_samples=args.kl_samples, val_samples=args.val_samples,
-                  threads=args.threads)
+                  threads=args.threads, progress=not args.no_progress)
     start = time.perf_counter()
     rows = run_table(args.kinds, args.settings, args.replicas, args.seed, args.runs_dir, **common)
     table = format_table(rows)

@@ -11,30 +11,31 @@ from typing import Any, Dict
 import torch
 
 from ..benchmarks.toy_models import KINDS, PROBLEMS
+from .arguments import non_negative_int, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS), help="flows")
-    parser.add_argument("--chains", type=int, default=10000, help="MH chains, a square (default: %(default)s)")
-    parser.add_argument("--burnin", type=int, default=1000, help="MH steps before recording (default: %(default)s)")
-    parser.add_argument("--record", type=int, default=10, help="recorded MH steps per chain (default: %(default)s)")
-    parser.add_argument("--mh-steps", type=float, nargs="+", default=[0.05, 0.2, 1.0],
+    parser.add_argument("--chains", type=positive_int, default=10000, help="MH chains, a square (default: %(default)s)")
+    parser.add_argument("--burnin", type=non_negative_int, default=1000, help="MH steps before recording (default: %(default)s)")
+    parser.add_argument("--record", type=positive_int, default=10, help="recorded MH steps per chain (default: %(default)s)")
+    parser.add_argument("--mh-steps", type=positive_float, nargs="+", default=[0.05, 0.2, 1.0],
                         help="MH proposal widths, one drawn per move (default: %(default)s)")
-    parser.add_argument("--iterations", type=int, default=2500, help="Adam steps (paper 8000; default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=512, help="(paper 1000; default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (default: %(default)s)")
-    parser.add_argument("--components", type=int, default=16,
+    parser.add_argument("--iterations", type=positive_int, default=2500, help="Adam steps (paper 8000; default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=512, help="(paper 1000; default: %(default)s)")
+    parser.add_argument("--lr", type=positive_float, default=5e-4, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--components", type=positive_int, default=16,
                         help="spline bins / bump components (paper 40; default: %(default)s)")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[64, 64],
+    parser.add_argument("--hidden", type=positive_int, nargs="+", default=[64, 64],
                         help="conditioner hidden sizes (paper 100 100; default: %(default)s)")
-    parser.add_argument("--layers", type=int, default=4, help="coupling layers (default: %(default)s)")
-    parser.add_argument("--grid", type=int, default=128, help="metric grid per side (default: %(default)s)")
-    parser.add_argument("--quiver", type=int, default=32, help="figure arrows per side (default: %(default)s)")
-    parser.add_argument("--support-kt", type=float, default=4.0,
+    parser.add_argument("--layers", type=positive_int, default=4, help="coupling layers (default: %(default)s)")
+    parser.add_argument("--grid", type=positive_int, default=128, help="metric grid per side (default: %(default)s)")
+    parser.add_argument("--quiver", type=positive_int, default=32, help="figure arrows per side (default: %(default)s)")
+    parser.add_argument("--support-kt", type=positive_float, default=4.0,
                         help="metric grid: cells with u - min u below this (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=non_negative_int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--out", default="toy.json", help="JSON output (default: %(default)s)")
     parser.add_argument("--figure", default="toy.png", help="PNG output (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

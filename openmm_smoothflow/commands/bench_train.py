@@ -5,14 +5,15 @@ from pathlib import Path
 
 from ..benchmarks.train import MODES
 from ..flows.generator import KINDS
+from .arguments import non_negative_int, positive_int
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    parser.add_argument("--batch", type=positive_int, default=128)
+    parser.add_argument("--steps", type=positive_int, default=10)
+    parser.add_argument("--threads", type=non_negative_int, default=2)
+    parser.add_argument("--compile", action="store_true", help="compile the losses (training.compiled.CompiledFlow: force matching through the hand-written gradient pass)")
     parser.add_argument("--kind", default="smooth", choices=list(KINDS))
     parser.add_argument("--out", default="bench-train.json")
     parser.add_argument("--_one", default=None, help=argparse.SUPPRESS)
@@ -26,7 +27,7 @@ def run(args) -> int:
         print(json.dumps(measure(args._one, args.batch, args.steps, args.threads, args.compile, args.kind)))
         return 0
     results = []
-    print(f"{'loss':<10} {'frames/s':>9} {'ms/step':>8} {'peak MB':>8}  ({args.kind}, batch {args.batch}, "
+    print(f"{'loss':<10} {'frames/s':>9} {'ms/step':>8} {'peak MB':>8} {'warm-up s':>9}  ({args.kind}, batch {args.batch}, "
           f"{args.threads} threads, compile={args.compile})")
     for mode in args.modes:
         try:
@@ -35,7 +36,7 @@ def run(args) -> int:
             print(f"{mode:<10} failed: {exc}")
             continue
         results.append(r)
-        print(f"{mode:<10} {r['frames_per_s']:>9.0f} {r['ms_per_step']:>8.1f} {r['peak_mb']:>8.0f}")
+        print(f"{mode:<10} {r['frames_per_s']:>9.0f} {r['ms_per_step']:>8.1f} {r['peak_mb']:>8.0f} {r['warmup_s']:>9.1f}")
     with atomic_write(Path(args.out)) as tmp:
         tmp.write_text(json.dumps(results, indent=2))
     print(f"wrote {args.out}")

@@ -14,6 +14,18 @@ def run(args) -> int:
     from ..potential import export
     from ..training.checkpoint import load_generator
 
+    import os
+    from pathlib import Path
+
+    from ..errors import UsageError
+
+    source, output = Path(args.checkpoint), Path(args.output)
+    if not source.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {source}")
+    if output.resolve() == source.resolve() or (output.exists() and os.path.samefile(output, source)):
+        raise UsageError(f"-o {output} is the input checkpoint: choose another output file")
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a directory: give a file name, e.g. {output / 'model.pt'}")
     generator, info = load_generator(args.checkpoint)
     provenance = dict(info.get("provenance", {}))
     if "config" in info:  # the training configuration: data, split, loss weights

@@ -5,21 +5,22 @@ import argparse
 import sys
 
 from ..md.sampling import DEFAULTS, simulate
+from .arguments import non_negative_float, non_negative_int, positive_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     parser.add_argument("-o", "--output", required=True, help="output .npz file")
     parser.add_argument("--pdb", default=None, help="PDB file (default: the packaged alanine dipeptide)")
-    parser.add_argument("-n", "--frames", type=int, default=1000, help="number of frames (default 1000)")
-    parser.add_argument("--steps-per-frame", type=int, default=d["steps_per_frame"],
+    parser.add_argument("-n", "--frames", type=positive_int, default=1000, help="number of frames (default 1000)")
+    parser.add_argument("--steps-per-frame", type=positive_int, default=d["steps_per_frame"],
                         help="MD steps between frames (default %(default)s = 1 ps)")
-    parser.add_argument("--equilibration-steps", type=int, default=d["equilibration_steps"],
+    parser.add_argument("--equilibration-steps", type=non_negative_int, default=d["equilibration_steps"],
                         help="steps before the first frame (default %(default)s = 100 ps)")
-    parser.add_argument("--temperature", type=float, default=d["temperature"], help="K (default %(default)s)")
-    parser.add_argument("--friction", type=float, default=d["friction"], help="1/ps (default %(default)s)")
-    parser.add_argument("--timestep", type=float, default=d["timestep_fs"], help="fs (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=d["seed"],
+    parser.add_argument("--temperature", type=positive_float, default=d["temperature"], help="K (default %(default)s)")
+    parser.add_argument("--friction", type=non_negative_float, default=d["friction"], help="1/ps (default %(default)s)")
+    parser.add_argument("--timestep", type=positive_float, default=d["timestep_fs"], help="fs (default %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=d["seed"],
                         help="seed of velocities and Langevin noise (default %(default)s; -1: random)")
     parser.add_argument("--platform", default=d["platform"], help="OpenMM platform (default %(default)s)")
     parser.add_argument("--forcefield", nargs="+", default=list(d["forcefield"]),

@@ -13,7 +13,7 @@ autograd's per-operation overhead, not arithmetic, is the cost of a force.
 """
 
 import math
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -46,12 +46,40 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
-class Conditioner(nn.Module):
-    """MLP with sin activations: (B, C) unit-box coordinates -> (B, D_out, n_params) raw parameters.
+def _mlp(n_in: int, hidden: Tuple[int, ...], n_out: int, init: str, zero_last: bool) -> nn.Sequential:
+    """``Linear, Sin, ..., Linear``. ``init``: "default" (PyTorch's Linear init) or "siren" (every weight
+    U(-sqrt(6/n), sqrt(6/n)) for n inputs, the paper's reference code's SIREN scheme; the first layer
+    ``x30`` with "siren30"). ``zero_last``: the output layer starts at zero."""
+    layers: List[nn.Module] = []
+    for width in hidden:
+        layers += [Linear(n_in, width), Sin()]
+        n_in = width
+    layers.append(Linear(n_in, n_out))
+    linears = [m for m in layers if isinstance(m, Linear)]
+    if init.startswith("siren"):
+        with torch.no_grad():
+            for m in linears:
+                bound = math.sqrt(6.0 / m.weight.shape[1])
+                m.weight.uniform_(-bound, bound)
+            if init == "siren30":
+                linears[0].weight.mul_(30.0)
+    elif init != "default":
+        raise ValueError(f"conditioner init must be 'default', 'siren' or 'siren30', not {init!r}")
+    if zero_last:
+        nn.init.zeros_(linears[-1].weight)
+        nn.init.zeros_(linears[-1].bias)
+    return nn.Sequential(*layers)
 
-    Circular inputs (``circular`` mask, one bool per input) enter as cos/sin of 2 pi t so the network is
-    periodic in them; the others enter as they are. The last layer starts at zero, so every transform
-    starts at its ``params == 0`` shape (close to the identity).
+
+class Conditioner(nn.Module):
+    """MLPs with sin activations: (B, C) unit-box coordinates -> (B, D_out, n_params) raw parameters.
+
+    ``groups`` (sizes summing to ``n_params``; default one group): one MLP per group of each output
+    dimension's params, as the paper's reference code (a bump mixture: [a, b, c] | slopes | weights, three
+    MLPs); the outputs are concatenated on the last axis in group order. Circular inputs (``circular``
+    mask, one bool per input) enter as cos/sin of 2 pi t so the networks are periodic in them; the others
+    enter as they are. ``init`` / ``zero_last``: see :func:`_mlp` (zero last layer: every transform starts
+    at its ``params == 0`` shape).
 
     ``forward`` takes the *gathered* inputs ``v = cond[:, feature_idx]`` (circular inputs twice, then the
     others): ``[cos 2 pi v_circ, sin 2 pi v_circ, v_flat]``.
@@ -59,27 +87,30 @@ class Conditioner(nn.Module):
 
     n_circ: int
     n_flat: int
+    n_groups: int
 
-    def __init__(self, circular: List[bool], n_out: int, n_params: int, hidden: Tuple[int, ...] = (64, 64)):
+    def __init__(self, circular: List[bool], n_out: int, n_params: int, hidden: Tuple[int, ...] = (64, 64),
+                 groups: Optional[List[int]] = None, init: str = "default", zero_last: bool = True):
         super().__init__()
+        groups = list(groups) if groups else [n_params]
+        if sum(groups) != n_params or min(groups) < 1:
+            raise ValueError(f"conditioner groups {groups} must be positive and sum to n_params = {n_params}")
         circ = torch.tensor(circular, dtype=torch.bool)
         self.register_buffer("circ_idx", torch.nonzero(circ).flatten())
         self.register_buffer("flat_idx", torch.nonzero(~circ).flatten())
         self.n_out = n_out
         self.n_params = n_params
+        self.groups = groups
+        self.n_groups = len(groups)
         self.n_circ, self.n_flat = int(circ.sum()), int((~circ).sum())
         self.feature_idx = self.circ_idx.tolist() * 2 + self.flat_idx.tolist()
-        nc = self.n_circ
-        n_in = 2 * nc + self.n_flat
-        layers: List[nn.Module] = []
-        for width in hidden:
-            layers += [Linear(n_in, width), Sin()]
-            n_in = width
-        last = Linear(n_in, n_out * n_params)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        layers.append(last)
-        self.net = nn.Sequential(*layers)
+        n_in = 2 * self.n_circ + self.n_flat
+        # the first group's MLP is ``net`` (the name models with one MLP per layer stored it under)
+        self.net = _mlp(n_in, hidden, n_out * groups[0], init, zero_last)
+        self.group_nets = nn.ModuleList([_mlp(n_in, hidden, n_out * g, init, zero_last) for g in groups[1:]])
+        # conditioner_backward reads (groups, cache entries per MLP) from this buffer's SHAPE: static under
+        # tracing and export (a value read from a tensor would be data-dependent), no op per call
+        self.register_buffer("layout", torch.zeros(self.n_groups, 2 * len(hidden) + 1), persistent=False)
 
     def _features(self, v: Tensor) -> Tensor:
         """Gathered inputs (B, F) -> network features (B, F)."""
@@ -97,16 +128,27 @@ class Conditioner(nn.Module):
 
     def forward_cached(self, v: Tensor, need_cache: bool) -> Tuple[Tensor, List[Tensor]]:
         """Raw params (B, D_out, n_params) and, if ``need_cache``, the cache of :func:`conditioner_backward`:
-        ``[d features / dv, W_1, cos h_1, W_2, cos h_2, ..., W_last]`` (``h_j`` the pre-activations), else ``[]``."""
+        ``[d features / dv, layout, then per MLP: W_1, cos h_1, W_2, cos h_2, ..., W_last]`` (``h_j`` the
+        pre-activations), else ``[]``."""
         feats = self._features(v)
         weights: List[Tensor] = []
         derivatives: List[Tensor] = []
         h = feats
         for module in self.net:
             h = module.forward_cached(h, need_cache, weights, derivatives)
-        params = h.view(v.shape[0], self.n_out, self.n_params)
+        outs = [h.view(v.shape[0], self.n_out, -1)]
+        caches = [(weights, derivatives)]
+        for net in self.group_nets:
+            w_j: List[Tensor] = []
+            d_j: List[Tensor] = []
+            h = feats
+            for module in net:
+                h = module.forward_cached(h, need_cache, w_j, d_j)
+            outs.append(h.view(v.shape[0], self.n_out, -1))
+            caches.append((w_j, d_j))
+        params = outs[0] if self.n_groups == 1 else torch.cat(outs, dim=2)
         if not need_cache:
-            return params, derivatives  # both lists are empty
+            return params, derivatives  # an empty list
         # d features / dv: (-2 pi sin, 2 pi cos) for the circular inputs (cos and sin of the same angles), 1
         # for the others (then left out: an empty tensor)
         dfeats = v.narrow(1, 0, 0)
@@ -115,20 +157,32 @@ class Conditioner(nn.Module):
             dfeats = torch.cat([-feats.narrow(1, nc, nc), feats.narrow(1, 0, nc)], dim=1) * (2.0 * math.pi)
             if self.n_flat > 0:
                 dfeats = torch.cat([dfeats, torch.ones_like(v.narrow(1, 2 * nc, self.n_flat))], dim=1)
-        cache = [dfeats]
-        for i in range(len(derivatives)):
-            cache += [weights[i], derivatives[i]]
-        cache.append(weights[-1])
+        cache = [dfeats, self.layout]
+        for w_j, d_j in caches:
+            for i in range(len(d_j)):
+                cache += [w_j[i], d_j[i]]
+            cache.append(w_j[-1])
         return params, cache
 
 
 def conditioner_backward(grad: Tensor, cache: List[Tensor]) -> Tensor:
     """d/dv of ``(grad * conditioner(v)).sum()`` from ``Conditioner.forward_cached``'s cache; ``grad``
-    (B, D_out, n_params) -> (B, F)."""
-    g = torch.mm(grad.reshape(grad.shape[0], -1), cache[-1])
-    for i in range(len(cache) - 3, 0, -2):  # [dfeats, W1, cos1, W2, cos2, W3]: cos_j then W_j, backwards
-        g = torch.mm(g * cache[i + 1], cache[i])
-    return g * cache[0] if cache[0].shape[1] > 0 else g
+    (B, D_out, n_params) -> (B, F). Each MLP reads its group's slice of ``grad`` (its last weight has
+    ``D_out * group`` rows); the MLPs' input gradients add up."""
+    n_groups, per_net = cache[1].shape[0], cache[1].shape[1]
+    batch, n_out = grad.shape[0], grad.shape[1]
+    total = grad.narrow(2, 0, 0).reshape(batch, 0)  # placeholder; replaced by the first MLP's
+    offset = 0
+    for j in range(n_groups):
+        base = 2 + j * per_net
+        w_last = cache[base + per_net - 1]
+        size = w_last.shape[0] // n_out
+        g = torch.mm(grad.narrow(2, offset, size).reshape(batch, -1), w_last)
+        offset += size
+        for i in range(base + per_net - 3, base - 1, -2):  # [W1, cos1, W2, cos2, W3]: cos_j then W_j, backwards
+            g = torch.mm(g * cache[i + 1], cache[i])
+        total = g if j == 0 else total + g
+    return total * cache[0] if cache[0].shape[1] > 0 else total
 
 
 class CouplingLayer(nn.Module):
@@ -137,6 +191,7 @@ class CouplingLayer(nn.Module):
     Density direction (``forward``, x -> z): applies ``transform.forward`` (the analytic CDF map), or
     ``transform.inverse`` when ``inverted`` (the paper's section 6.4 orientation). ``inverse`` (z -> x)
     does the opposite. Both return the new state (B, D) and log|det| (B,) of the map they applied.
+    ``groups``, ``init``, ``zero_last``: the conditioner's MLPs (:class:`Conditioner`).
     """
 
     n_feat: int
@@ -150,6 +205,9 @@ class CouplingLayer(nn.Module):
         circular: List[bool],
         hidden: Tuple[int, ...] = (64, 64),
         inverted: bool = False,
+        groups: Optional[List[int]] = None,
+        init: str = "default",
+        zero_last: bool = True,
     ):
         super().__init__()
         if set(cond_idx) & set(out_idx):
@@ -157,7 +215,8 @@ class CouplingLayer(nn.Module):
         self.transform = transform
         self.register_buffer("cond_idx", torch.tensor(cond_idx, dtype=torch.long))
         self.register_buffer("out_idx", torch.tensor(out_idx, dtype=torch.long))
-        self.conditioner = Conditioner([circular[i] for i in cond_idx], len(out_idx), transform.n_params, hidden)
+        self.conditioner = Conditioner([circular[i] for i in cond_idx], len(out_idx), transform.n_params, hidden,
+                                       groups, init, zero_last)
         self.inverted = inverted
         # one gather per call: the conditioner's inputs (in its feature order), then the coordinates to transform
         feat = [cond_idx[i] for i in self.conditioner.feature_idx]

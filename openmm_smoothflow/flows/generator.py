@@ -11,8 +11,9 @@ Density direction (analytic, TorchScript-able, what MD needs):
 
 Sampling (z -> x) runs the layers backwards with root-finding inverses and implicit gradients.
 
-Architecture in the sampling direction, as SI-2.4: torsions split into two channels, 8 circular coupling
-layers between them; 4 coupling layers between bonds and angles; angles conditioned on all torsions;
+Architecture in the sampling direction, as SI-2.4: torsions split into two channels (contiguous halves
+of the Z-matrix's torsions, with each backbone phi and psi in different channels, ``torsion_channels``),
+8 circular coupling layers between them; 4 coupling layers between bonds and angles; angles conditioned on all torsions;
 bonds on angles and torsions; fixed maps; IC -> Cartesian. The density direction runs this list in
 reverse.
 
@@ -34,12 +35,20 @@ from .ic import InternalCoordinates, ZMatrix
 
 KINDS = ("smooth", "spline", "affine")
 WALL_KT = 1.0e4  # kT per (unit-box unit)^2 outside [0, 1]; 0.01 nm past a bond range costs ~16 kT
+CONFIG_VERSION = 2
+# what a stored config without "version" (a model made before version 2) meant by the keys it lacks
+LEGACY_CONFIG = dict(version=1, conditioner_groups=False, conditioner_init="default", zero_last=True,
+                     torsion_split="alternate")
+LEGACY_KEYS = ("kind", "n_components", "beta", "hidden", "n_torsion_layers", "n_ic_layers", "inverted",
+               "temperature", "bond_range", "angle_range")
 
 
-def make_transform(kind: str, circular: bool, n_components: int = 8, beta: int = 2) -> ElementwiseTransform:
-    """The elementwise transform of a flow ``kind``: smooth (bump mixture), spline (C^1 RQ) or affine."""
+def make_transform(kind: str, circular: bool, n_components: int = 8, beta: int = 1,
+                   legacy: bool = False) -> ElementwiseTransform:
+    """The elementwise transform of a flow ``kind``: smooth (bump mixture), spline (C^1 RQ) or affine.
+    ``legacy``: the bump parametrisation of models made before config version 2."""
     if kind == "smooth":
-        return BumpMixture(n_components=n_components, circular=circular, ramp="exp", beta=beta)
+        return BumpMixture(n_components=n_components, circular=circular, ramp="exp", beta=beta, legacy=legacy)
     if kind == "spline":
         return RationalQuadraticSpline(n_bins=n_components, circular=circular)
     if kind == "affine":
@@ -48,15 +57,58 @@ def make_transform(kind: str, circular: bool, n_components: int = 8, beta: int =
 
 
 def default_config(**overrides: Any) -> Dict[str, Any]:
-    """Hyper-parameters of SI-2.4 (all JSON-able, stored in checkpoints and exports)."""
-    config = dict(kind="smooth", n_components=8, beta=2, hidden=[64, 64], n_torsion_layers=8,
+    """Hyper-parameters of SI-2.4 (all JSON-able, stored in checkpoints and exports).
+
+    ``conditioner_groups``: one MLP per group of a transform's params (``transform.param_groups``; the
+    bump mixture's [a, b, c] | slopes | weights: three MLPs per layer, 758,168 parameters for alanine
+    dipeptide as SI-2.4); ``conditioner_init``: "default" | "siren" | "siren30" (``coupling._mlp``);
+    ``zero_last``: conditioners' output layers start at zero; ``torsion_split``: "backbone"
+    (``torsion_channels``) or "alternate" (even | odd torsions, models before version 2).
+    A stored complete config without ``version`` is read as version 1 (``LEGACY_CONFIG``)."""
+    config = dict(kind="smooth", n_components=8, beta=1, hidden=[64, 64], n_torsion_layers=8,
                   n_ic_layers=4, inverted=False, temperature=300.0,
-                  bond_range=[0.05, 0.3], angle_range=[0.15 * math.pi, math.pi])
+                  bond_range=[0.05, 0.3], angle_range=[0.15 * math.pi, math.pi],
+                  version=CONFIG_VERSION, conditioner_groups=True, conditioner_init="default", zero_last=True,
+                  torsion_split="backbone")
     unknown = set(overrides) - set(config)
     if unknown:
         raise ValueError(f"unknown generator options: {sorted(unknown)}")
+    if "version" not in overrides and all(key in overrides for key in LEGACY_KEYS):
+        overrides = {**LEGACY_CONFIG, **overrides}  # a stored config of a model made before version 2
     config.update(overrides)
+    if config["torsion_split"] not in ("backbone", "alternate"):
+        raise ValueError(f"torsion_split must be 'backbone' or 'alternate', not {config['torsion_split']!r}")
     return config
+
+
+def torsion_channels(zmatrix: ZMatrix, split: str = "backbone") -> Tuple[List[int], List[int]]:
+    """The two torsion channels of the torsion coupling layers, as torsion indices (0 .. n_torsions - 1).
+
+    "backbone": every backbone phi in the first channel and every psi in the second (found by atom names,
+    ``zmatrix.backbone_dihedrals``), so the coupling layers condition phi and psi on each other; the other
+    torsions fill the first channel up to half of them, in Z-matrix order, then the second (contiguous
+    halves, as the paper's reference code, when the Z-matrix names no backbone). "alternate": even | odd."""
+    from .zmatrix import backbone_dihedrals
+
+    n = zmatrix.n_torsions
+    if split == "alternate":
+        return list(range(0, n, 2)), list(range(1, n, 2))
+    first: List[int] = []
+    second: List[int] = []
+    try:
+        named = backbone_dihedrals(zmatrix)
+        for name, channel in (("phi", first), ("psi", second)):
+            for quad in named[name]:
+                try:
+                    channel.append(zmatrix.torsion_index(quad))
+                except ValueError:  # not an explicit torsion of this Z-matrix
+                    pass
+    except ValueError:  # no atom names: plain contiguous halves
+        pass
+    for i in range(n):
+        if i not in first and i not in second:
+            (first if len(first) < n // 2 else second).append(i)
+    return sorted(first), sorted(second)
 
 
 class BoltzmannGenerator(nn.Module):
@@ -90,7 +142,8 @@ class BoltzmannGenerator(nn.Module):
         nb, na, nt = self.ic.n_bonds, self.ic.n_angles, self.ic.n_torsions
         self.n_bonds, self.n_angles, self.n_dims = nb, na, nb + na + nt
         self.register_buffer("bounded", torch.tensor([True] * (nb + na) + [False] * nt))
-        self.layers = nn.ModuleList(self._build_layers(nb, na, nt, config))
+        self.layers = nn.ModuleList(self._build_layers(nb, na, torsion_channels(zmatrix, config["torsion_split"]),
+                                                       config))
         self.analytic_gradient = False  # see use_analytic_gradient
         # residual |f(x) - y| of root-finding inverses; None: 1e-10 in float64, 1e-6 in float32
         self.rootfind_tol = None
@@ -105,20 +158,28 @@ class BoltzmannGenerator(nn.Module):
 
     # ---- architecture ------------------------------------------------------------------------------
     @staticmethod
-    def _build_layers(nb: int, na: int, nt: int, config: Dict[str, Any]) -> List[CouplingLayer]:
+    def _build_layers(nb: int, na: int, channels: Tuple[List[int], List[int]],
+                      config: Dict[str, Any]) -> List[CouplingLayer]:
+        nt = len(channels[0]) + len(channels[1])
         bonds = list(range(nb))
         angles = list(range(nb, nb + na))
         torsions = list(range(nb + na, nb + na + nt))
         circular = [False] * (nb + na) + [True] * nt
         hidden = tuple(config["hidden"])
+        legacy = config["version"] < 2
 
         def layer(cond: List[int], out: List[int]) -> CouplingLayer:
-            transform = make_transform(config["kind"], circular[out[0]], config["n_components"], config["beta"])
-            return CouplingLayer(transform, cond, out, circular, hidden, inverted=config["inverted"])
+            transform = make_transform(config["kind"], circular[out[0]], config["n_components"], config["beta"],
+                                       legacy)
+            groups = getattr(transform, "param_groups", None) if config["conditioner_groups"] else None
+            return CouplingLayer(transform, cond, out, circular, hidden, inverted=config["inverted"],
+                                 groups=groups, init=config["conditioner_init"], zero_last=config["zero_last"])
 
-        channel_a, channel_b = torsions[0::2], torsions[1::2]
+        # the sampling direction's first torsion layer transforms channel_a conditioned on channel_b
+        channel_a = [nb + na + i for i in channels[0]]
+        channel_b = [nb + na + i for i in channels[1]]
         sampling_order: List[CouplingLayer] = []
-        for i in range(config["n_torsion_layers"] if channel_b else 0):  # a single torsion: no split
+        for i in range(config["n_torsion_layers"] if channel_a and channel_b else 0):  # one torsion: no split
             sampling_order.append(layer(channel_b, channel_a) if i % 2 == 0 else layer(channel_a, channel_b))
         for i in range(config["n_ic_layers"]):
             sampling_order.append(layer(bonds, angles) if i % 2 == 0 else layer(angles, bonds))

@@ -191,6 +191,6 @@ def simulate(
 
 
 def _progress_bar(total: int, enabled: bool):
-    from tqdm import tqdm
+    from ..progress import progress_bar
 
-    return tqdm(total=total, unit="step", unit_scale=True, disable=not enabled, file=sys.stderr, leave=False)
+    return progress_bar(total=total, unit="step", unit_scale=True, enabled=enabled, file=sys.stderr, leave=False)

@@ -31,7 +31,9 @@ class TrainConfig:
     kl: float = 0.0                       # omega_k of Eq. 5
     fm: float = 0.0                       # omega_f of Eq. 5 (omega_n = 1 - kl - fm); FM loss per component
     lr: float = 5e-4
-    lr_decay: float = 0.7                 # lr multiplied by this after each epoch
+    lr_decay: float = 0.7                 # lr multiplied by this after each epoch (or lr_decay_steps steps)
+    lr_decay_steps: int = 0               # >0: decay every this many optimiser steps instead of per epoch
+                                          # (the paper: ~7,000, its epoch of 0.9 M frames at batch 128)
     batch_size: int = 128                 # per process
     epochs: int = 10
     max_steps: int = 0                    # >0: stop each epoch after this many steps (quick runs)
@@ -44,6 +46,8 @@ class TrainConfig:
     on_nonfinite: str = "stop"            # stop | skip
     threads: int = 0                      # torch threads (0: leave torch's default)
     dtype: str = "float32"                # training precision
+    compile: bool = False                 # torch.compile the losses (training.compiled: force matching
+                                          # through the hand-written gradient pass); minutes to compile
     resume: bool = False                  # continue from out/last.pt
     init: Optional[str] = None            # start from the weights of this checkpoint (fresh optimiser):
                                           # e.g. NLL pre-training, then force matching
@@ -57,6 +61,8 @@ class TrainConfig:
             raise ValueError("on_nonfinite must be 'stop' or 'skip'")
         if self.dtype not in ("float32", "float64"):
             raise ValueError("dtype must be float32 or float64")
+        if self.lr_decay_steps < 0:
+            raise ValueError("lr_decay_steps must be >= 0")
         if not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must be in (0, 1)")
 

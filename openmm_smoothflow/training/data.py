@@ -119,11 +119,13 @@ def load_md_data(
             if require_forces and "forces" not in keys:
                 raise ValueError(f"{path}: forces are required but this file has no 'forces' array")
             pos = pos[::stride]
-            if not np.all(np.isfinite(pos)):
-                raise ValueError(f"{path}: positions contain non-finite values")
+            _check_finite(pos, "positions", path, stride)
+            _check_nanometres(pos, path)
             positions.append(pos)
             forces.append(_optional(npz, "forces", pos.shape, stride, path))
             energies.append(_optional(npz, "energies", pos.shape[:1], stride, path))
+            _check_finite(forces[-1], "forces", path, stride)
+            _check_finite(energies[-1], "energies", path, stride)
             if atom_names is None and "atom_names" in keys:
                 atom_names = [str(a) for a in npz["atom_names"]]
             if elements is None and "elements" in keys:
@@ -145,6 +147,51 @@ def load_md_data(
         atom_names=atom_names,
         elements=elements,
     )
+
+
+def _check_finite(arr: Optional[np.ndarray], key: str, path: Path, stride: int) -> None:
+    """ValueError naming the file and the first frame (index in the file) with a NaN/inf in ``key``."""
+    if arr is None:
+        return
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if bad.any():
+        frames = np.flatnonzero(bad) * stride
+        raise ValueError(f"{path}: {key} contain non-finite values in {len(frames)} frame(s), the first "
+                         f"at frame {frames[0]} (index in the file)")
+
+
+# Bonded neighbours are ~0.1-0.15 nm apart (~1-1.5 Angstrom); in nm every atom's nearest neighbour
+# is closer than this (bound on the median over atoms).
+_NEAREST_NEIGHBOUR_MAX_NM = 0.5
+
+
+def _check_nanometres(pos: np.ndarray, path: Path) -> None:
+    """ValueError when the positions look like Angstrom (median nearest-neighbour distance of the
+    first frame above 0.5 nm)."""
+    x = np.asarray(pos[0], dtype=np.float64)
+    if len(x) < 2:
+        return
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    nearest = float(np.median(d.min(axis=1)))
+    if nearest > _NEAREST_NEIGHBOUR_MAX_NM:
+        raise ValueError(f"{path}: positions look like Angstrom (median nearest-neighbour distance "
+                         f"{nearest:.3g}; bonded atoms are ~0.1 nm apart): positions must be in nm "
+                         "(divide by 10)")
+
+
+def check_split(n_frames: int, train_idx: np.ndarray, val_idx: np.ndarray, batch_size: int,
+                min_frames: int = 10) -> None:
+    """ValueError when the data are too few to train: fewer than ``min_frames`` frames, no
+    validation frame, or fewer training frames than one batch."""
+    if n_frames < min_frames:
+        raise ValueError(f"too few frames: {n_frames} (at least {min_frames}: a validation block and a "
+                         "training batch); give more or longer data files, or a smaller --stride")
+    if len(val_idx) == 0:
+        raise ValueError(f"no validation frames from {n_frames} frames: raise --val-fraction")
+    if len(train_idx) < batch_size:
+        raise ValueError(f"{len(train_idx)} training frames, fewer than one batch ({batch_size}, "
+                         "--batch-size): give more data or a smaller batch")
 
 
 def _optional(npz, key: str, shape, stride: int, path: Path) -> Optional[np.ndarray]:

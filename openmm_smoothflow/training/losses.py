@@ -75,11 +75,17 @@ def force_matching_terms(generator, x: Tensor, forces_kt: Tensor, create_graph: 
     """(NLL (B,), mean squared force residual per component (B,), (kT/nm)^2) from one energy evaluation.
 
     ``forces_kt`` are reference forces in kT/nm (B, N, 3). ``create_graph`` keeps the graph of the
-    flow force so the loss back-propagates to the parameters (second order).
+    flow force so the loss back-propagates to the parameters (second order). A ``generator`` with an
+    ``energy_and_gradient(x) -> (u, grad_x u)`` method (:class:`~.compiled.CompiledFlow`: the
+    hand-written reverse pass, compiled) gives both from it instead, differentiable once.
     """
-    x = x.detach().requires_grad_(True)
-    energy = generator(x)
-    (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+    own_pass = getattr(generator, "energy_and_gradient", None)  # training.compiled.CompiledFlow
+    if own_pass is not None:
+        energy, grad = own_pass(x)
+    else:
+        x = x.detach().requires_grad_(True)
+        energy = generator(x)
+        (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
     residual = ((forces_kt + grad) ** 2).mean(dim=(1, 2))  # flow force = -grad
     return energy, residual
 

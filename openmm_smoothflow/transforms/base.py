@@ -32,7 +32,8 @@ class ElementwiseTransform(nn.Module):
 
     The default ``inverse`` is multi-bin bisection (``rootfind.py``) with exact implicit gradients of every
     order (Eqs. 8-11); transforms with an analytic inverse override it. ``rootfind_bins`` /
-    ``rootfind_tol`` / ``rootfind_max_iter`` configure it.
+    ``rootfind_tol`` / ``rootfind_max_iter`` configure it (``rootfind_bins = None``: K chosen from the number of
+    elements inverted at once, ``rootfind.choose_bins``).
     """
 
     n_params: int
@@ -43,7 +44,7 @@ class ElementwiseTransform(nn.Module):
         super().__init__()
         self.n_params = n_params
         self.circular = circular
-        self.rootfind_bins = 16  # best K on a CPU is small (bench inverse); the paper used 100 on a GPU
+        self.rootfind_bins = None  # None: from the element count (rootfind.choose_bins); the paper used 100 on a GPU
         self.rootfind_tol = 1e-6
         self.rootfind_max_iter = 100
 

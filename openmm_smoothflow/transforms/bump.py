@@ -15,16 +15,29 @@ The transform is the convex mixture ``f = sum_i w_i f_i``. Since ``f' = sum_i w_
 needed, fewer ops) and ``log f' = log(f')`` is finite everywhere; ``g_i(1) - g_i(0) >= 1/2`` on the
 interval (at least half of a bump centred in [0, 1] lies inside).
 
-Parametrisation: raw params (B, D, 5 K), read as (B, D, 5, K) = [a | b | c | alpha | w] blocks of K:
+Parametrisation (as the paper's reference code): raw params (B, D, 5 K), read as (B, D, 5, K) =
+[a | b | c | lambda | w] blocks of K:
 
-* ``a_i = 1 + exp(min(raw, 9))``                                     (>= 1: support at most 1 wide; the
-  exponential reaches the sharp peaks of stiff bonds, a ~ 100, in a few optimiser steps)
+* interval: ``a_i = exp(tanh(raw))`` in [1/e, e]; circle: ``a_i = exp(sigmoid(raw))`` in [1, e] (the
+  circle needs ``a >= 1``: support at most 1 wide). Bounded: the sharp peaks of stiff bonds come from the
+  ramp slope and the composition of layers, not from a concentration of thousands
 * ``b_i = sigmoid(raw + logit((i + 1/2) / K))``                      (params == 0 spreads the K bumps)
-* ``c_i = c_min + (1 - c_min) sigmoid(raw + c_offset)``              (in (c_min, 1]; floor keeps f' > 0;
-  ``c_offset = 3`` gives ``1 - c ~ 0.047`` at params == 0: close to the identity)
-* ``alpha_i = softplus(raw) + alpha_min``                            (exp ramp only; the monomial ramp
-  ignores this block, the layout stays the same)
+* ``c_i = c_min + (1 - c_min) sigmoid(raw + c_offset)``              (in (c_min, 1]: the weight of the
+  uniform part, floor ``c_min = 1e-6``; ``c_offset = 0``: c = 1/2 at params == 0)
+* exp ramp: the slope ``lambda_i = 1 / alpha_i = slope_max sigmoid(raw) + lambda_min`` with
+  ``slope_max = 10`` and ``lambda_min`` the unimodality bound (sqrt(3)/2 = 0.866 for beta = 1, sqrt(6)/8
+  = 0.306 for beta = 2: below it a bump's density has two maxima); ``k = 2 / alpha = 2 lambda`` in
+  [1.73, 21.7] (beta = 1).
+  The reference code writes the ramp as ``exp(lambda (1 - 1/x^beta))``; ours, ``exp(-1/(alpha x^beta))``,
+  is the same generalized sigmoid with ``alpha = 1/lambda``. The monomial ramp ignores this block.
 * ``w = softmax(raw)``                                               (uniform at params == 0)
+
+``legacy=True`` restores the map of models made before this one (``a = 1 + exp(min(raw, 9))``,
+``alpha = softplus(raw) + 0.01``, ``c_min = 1e-3``, ``c_offset = 3``, usually with beta = 2), so that
+their files still load; new models should not use it.
+
+At params == 0 the transform is the blend ``x/2 + (mixture of K evenly spread bumps)/2``, within a
+few percent of the identity (``|f(x) - x| < 0.05``, ``|log f'| < 1``).
 
 ``x`` is expected in [0, 1]; values slightly outside are fine (the formula is a smooth function on all
 of R: constant bumps plus the linear part ``c x``), and exact on the circle.
@@ -50,13 +63,20 @@ from .base import ElementwiseTransform
 from .ramps import clamp_margin, logit
 from .spline import _softmax
 
+# the smallest ramp slope lambda = 1/alpha at which sigma[rho]' has one maximum (exp ramp, beta = 1, 2):
+# expanding sigma' about t = 1/2, its curvature there is <= 0 iff (2 lambda)^2 >= 3 (beta = 1) or 3/8
+# (beta = 2). The paper's reference code uses 0.8657 and 0.3052, just below (barely bimodal there);
+# tests/transforms check the bound numerically
+UNIMODAL_SLOPE = {1: math.sqrt(3.0) / 2.0, 2: math.sqrt(6.0) / 8.0}
+
 
 class BumpMixture(ElementwiseTransform):
     """Convex mixture of ``n_components`` smooth bump CDFs; ``n_params = 5 * n_components``.
 
     ``ramp``: "exp" (C-infinity, ``rho(x) = exp(-1/(alpha x^beta))``, ``beta`` in {1, 2}) or
     "monomial" (C^(order-1) with ``rho(x) = x^order``; ``order`` required). ``c_min``: floor of the
-    linear weight ``c`` (and of ``f'``); ``alpha_min``: floor of the ramp parameter alpha.
+    linear weight ``c`` (and of ``f'``); ``c_offset``: ``c = c_min + (1 - c_min) sigmoid(raw + c_offset)``;
+    ``slope_max``: range of the ramp slope ``1/alpha`` above its unimodality bound (module docstring).
     Forward: ``x`` (B, D), ``params`` (B, D, 5 K) -> ``(f(x), log f'(x))`` both (B, D).
     Inverse: multi-bin bisection with implicit gradients (base class).
     """
@@ -67,19 +87,23 @@ class BumpMixture(ElementwiseTransform):
     beta: int
     order: int
     c_min: float
-    alpha_min: float
     c_offset: float
+    slope_max: float
+    slope_min: float
+    legacy: bool
 
-    def __init__(self, n_components: int = 8, circular: bool = False, ramp: str = "exp", beta: int = 2,
-                 order: Optional[int] = None, c_min: float = 1e-3, alpha_min: float = 1e-2,
-                 c_offset: float = 3.0) -> None:
+    def __init__(self, n_components: int = 8, circular: bool = False, ramp: str = "exp", beta: int = 1,
+                 order: Optional[int] = None, c_min: float = 1e-6, c_offset: float = 0.0,
+                 slope_max: float = 10.0, legacy: bool = False) -> None:
         super().__init__(5 * n_components, circular)
         if ramp not in ("exp", "monomial"):
             raise ValueError(f"ramp must be 'exp' or 'monomial', got {ramp!r}")
         if ramp == "monomial" and (order is None or order < 1):
             raise ValueError("ramp='monomial' needs an integer order >= 1")
-        if beta < 1:
-            raise ValueError("beta must be a positive integer")
+        if legacy:
+            c_min, c_offset = 1e-3, 3.0
+        elif ramp == "exp" and beta not in UNIMODAL_SLOPE:
+            raise ValueError(f"beta must be one of {sorted(UNIMODAL_SLOPE)} for the exp ramp, got {beta}")
         if not 0.0 < c_min < 1.0:
             raise ValueError("c_min must lie in (0, 1)")
         self.n_components = n_components
@@ -88,8 +112,13 @@ class BumpMixture(ElementwiseTransform):
         self.beta = int(beta)
         self.order = int(order) if order is not None else 0
         self.c_min = float(c_min)
-        self.alpha_min = float(alpha_min)
         self.c_offset = float(c_offset)
+        self.slope_max = float(slope_max)
+        self.slope_min = UNIMODAL_SLOPE.get(int(beta), 1.0)
+        self.legacy = bool(legacy)
+        # groups of the params per dimension that the paper's conditioners compute with separate MLPs:
+        # [a, b, c] | ramp slopes | mixture weights (``flows.coupling.Conditioner``)
+        self.param_groups = [3 * n_components, n_components, n_components]
         centres = [(i + 0.5) / n_components for i in range(n_components)]
         self.register_buffer("b_offset", torch.tensor([math.log(p / (1 - p)) for p in centres]),
                              persistent=False)
@@ -108,30 +137,37 @@ class BumpMixture(ElementwiseTransform):
 
     def extra_repr(self) -> str:
         return (f"n_components={self.n_components}, circular={self.circular}, ramp={self.ramp!r}, "
-                f"beta={self.beta}, order={self.order}, c_min={self.c_min}")
+                f"beta={self.beta}, order={self.order}, c_min={self.c_min}, c_offset={self.c_offset}")
 
     def _constrain(self, p: Tensor, dim: int) -> List[Tensor]:
-        """Raw params with the 5 blocks on axis ``dim`` -> ``[a, b, 1 - c, alpha, w]`` (see the module docstring)."""
-        pa, pb, pc, palpha, pw = p.unbind(dim)
-        a = torch.exp(pa.clamp(max=9.0)) + 1.0  # a <= 1 + e^9: supports no narrower than ~1e-4
+        """Raw params with the 5 blocks on axis ``dim`` -> ``[a, b, 1 - c, k = 2/alpha, w, sigmoid(raw_k)]``
+        (see the module docstring; the last is what dk/draw needs)."""
+        pa, pb, pc, pk, pw = p.unbind(dim)
         b = torch.sigmoid(pb + self.b_offset.to(p.dtype))
         one_minus_c = (1.0 - self.c_min) * torch.sigmoid(torch.rsub(pc, -self.c_offset))
-        alpha = F.softplus(palpha) + self.alpha_min
-        return [a, b, one_minus_c, alpha, _softmax(pw)]
+        sk = torch.sigmoid(pk)
+        if self.legacy:  # a = 1 + e^min(raw, 9); k = 2 / (softplus(raw) + 0.01)
+            a = torch.exp(pa.clamp(max=9.0)) + 1.0
+            k = 2.0 / (F.softplus(pk) + 1e-2)
+        else:
+            a = torch.exp(torch.sigmoid(pa) if self.circular else torch.tanh(pa))
+            k = (2.0 * self.slope_max) * sk + 2.0 * self.slope_min
+        return [a, b, one_minus_c, k, _softmax(pw), sk]
 
     def constrained(self, params: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """``(a, b, c, alpha, w)``, each (B, D, K), from raw params (B, D, 5 K)."""
-        a, b, one_minus_c, alpha, w = self._constrain(
+        """``(a, b, c, alpha, w)``, each (B, D, K), from raw params (B, D, 5 K); ``alpha = 2/k`` is the exp
+        ramp's ``alpha`` (``ramps.py``: ``rho(x) = exp(-1/(alpha x^beta))``)."""
+        a, b, one_minus_c, k, w, _ = self._constrain(
             params.reshape(list(params.shape[:-1]) + [5, self.n_components]), -2)
-        return a, b, 1.0 - one_minus_c, alpha, w
+        return a, b, 1.0 - one_minus_c, 2.0 / k, w
 
     def _shape(self, params: Tensor) -> List[Tensor]:
-        """-> ``[a, b, k = 2/alpha, wm = w (1 - c), cbar = sum_i w_i c_i, 1 - c, w]``, all (B, D, 1, K) but
-        ``cbar`` (B, D, 1)."""
-        a, b, one_minus_c, alpha, w = self._constrain(
+        """-> ``[a, b, k = 2/alpha, wm = w (1 - c), cbar = sum_i w_i c_i, 1 - c, w, sigmoid(raw_k)]``, all
+        (B, D, 1, K) but ``cbar`` (B, D, 1)."""
+        a, b, one_minus_c, k, w, sk = self._constrain(
             params.reshape(list(params.shape[:-1]) + [5, 1, self.n_components]), -3)
         wm = w * one_minus_c
-        return [a, b, 2.0 / alpha, wm, torch.rsub(wm.sum(-1), 1.0), one_minus_c, w]
+        return [a, b, k, wm, torch.rsub(wm.sum(-1), 1.0), one_minus_c, w, sk]
 
     def _points(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         """``x`` (B, D) -> ``x`` (B, D, 1) and the points ``[x, end points]`` (B, D, 1 + E)."""
@@ -204,7 +240,7 @@ class BumpMixture(ElementwiseTransform):
         """The reverse pass of ``forward_cached`` written out (no autograd), from its intermediates:
         ``[d(f, log f')/dx (2, B, D), d(f, log f')/dparams (2, B, D, 5 K)]``. Below ``_bar`` is the
         derivative of (f, log f') w.r.t. a quantity."""
-        a, b, k, wm, cbar, one_minus_c, w = shape
+        a, b, k, wm, cbar, one_minus_c, w, sk = shape
         _, dg, g, gg, s, ds, dds, z, d = parts
         u = norm[0]
         delta, ua, fp = out[2], out[3], out[4]
@@ -230,12 +266,20 @@ class BumpMixture(ElementwiseTransform):
         d_bar = z_bar * a
         a_bar = a_bar + (z_bar * d).sum(-2, keepdim=True)
         x_bar = torch.addcmul(d_bar.narrow(-2, 0, 1).sum(-1), cbar, self.basis.to(x.dtype)[0].squeeze(-1))
-        pa, _, _, palpha, _ = params.reshape(list(params.shape[:-1]) + [5, 1, self.n_components]).unbind(-3)
-        jac = [a_bar * ((a - 1.0) * (pa <= 9.0)), d_bar.sum(-2, keepdim=True) * (b * b - b),
+        # da/draw: a (1 - tanh^2) on the interval (log a = tanh), a sigmoid (1 - sigmoid) on the circle
+        log_a = torch.log(a)
+        da = a * (log_a - log_a * log_a) if self.circular else a * torch.rsub(log_a * log_a, 1.0)
+        if self.legacy:  # a - 1 = e^raw below the clamp
+            pa = params.reshape(list(params.shape[:-1]) + [5, 1, self.n_components]).unbind(-3)[0]
+            da = (a - 1.0) * (pa <= 9.0)
+        jac = [a_bar * da, d_bar.sum(-2, keepdim=True) * (b * b - b),
                (wm_bar * w) * (one_minus_c * (one_minus_c * (1.0 / (1.0 - self.c_min)) - 1.0))]
-        if self.use_exp:  # k = 2 / alpha, alpha = softplus(raw) + alpha_min: dk/draw = -(k^2 / 2) sigmoid(raw)
+        if self.use_exp:  # k = 2 slope_max sigmoid(raw) + 2 slope_min: dk/draw = 2 slope_max sk (1 - sk)
             ks_bar = (gpts_bar * (gg * s) + dg_bar * (dg * (one_m2g * s + 1.0))).sum(-2, keepdim=True)
-            jac.append(ks_bar * ((-0.5 * k) * torch.sigmoid(palpha)))
+            if self.legacy:  # dk/draw = -(k^2 / 2) sigmoid(raw)
+                jac.append(ks_bar * ((-0.5 * k) * sk))
+            else:
+                jac.append(ks_bar * ((2.0 * self.slope_max) * (sk - sk * sk) / k))
         else:
             jac.append(torch.zeros_like(a_bar))
         w_bar = wm_bar * one_minus_c

@@ -13,6 +13,7 @@ SMALL = dict(hidden=[16, 16], n_torsion_layers=2, n_ic_layers=2)
 
 def small_generator(kind="smooth", topology=None, seed=0, scale=0.3, **extra):
     topology = topology if topology is not None else chain_topology(5)
+    torch.manual_seed(seed)  # the conditioners' hidden layers start at PyTorch's (random) Linear init
     generator = BoltzmannGenerator.from_topology(topology, kind=kind, **{**SMALL, **extra}).double()
     return randomize(generator, scale=scale, seed=seed)
 
@@ -41,7 +42,9 @@ def test_log_prob_of_samples_alanine_dipeptide(ala2):
 def test_density_integrates_to_one_over_internal_coordinates():
     """E_{u ~ U(box)}[p_u(u)] = 1 where p_u is the flow's density carried to unit-box coordinates with
     the IC and unit-box Jacobians; an importance-sampling estimate with a uniform proposal."""
-    generator = small_generator("smooth", topology=chain_topology(5), seed=3)
+    # (a moderate perturbation: c = 1/2 and slopes k ~ 12 at params == 0 make the density peaked, and
+    # the uniform proposal's variance with it)
+    generator = small_generator("smooth", topology=chain_topology(5), seed=3, scale=0.15)
     g = torch.Generator().manual_seed(4)
     u = torch.rand(100_000, generator.n_dims, generator=g, dtype=torch.float64)
     nb, na = generator.n_bonds, generator.n_angles
@@ -106,8 +109,43 @@ def test_inverted_orientation_samples_analytically_and_scores_by_root_finding():
 
 
 def test_paper_size_parameter_counts(ala2):
-    smooth = BoltzmannGenerator.from_topology(ala2.topology, kind="smooth").n_parameters()
+    """SI-2.4: 758,168 (smooth: three 64-64 MLPs per mixture coupling layer) and 398,691 (spline)."""
+    smooth = BoltzmannGenerator.from_topology(ala2.topology, kind="smooth")
     spline = BoltzmannGenerator.from_topology(ala2.topology, kind="spline").n_parameters()
-    # SI-2.4 reports 758,168 (smooth) and 398,691 (spline); ours differ by the per-dimension parameter
-    # layout of the transforms (see README); both must stay in the paper's range.
-    assert 4e5 < smooth < 1e6 and 2e5 < spline < 6e5 and smooth > spline
+    assert smooth.n_parameters() == 758_168 and spline == 398_691
+    assert all(len(layer.conditioner.group_nets) == 2 for layer in smooth.layers)  # weights; slopes; a, b, c
+    one_mlp = BoltzmannGenerator.from_topology(ala2.topology, kind="smooth", conditioner_groups=False)
+    assert one_mlp.n_parameters() == 597_656  # the layout before: one shared MLP per layer
+
+
+def test_phi_and_psi_in_different_torsion_channels(ala2):
+    """The 8 torsion coupling layers condition phi on psi and back: they sit in different channels."""
+    from openmm_smoothflow.flows.generator import torsion_channels
+    from openmm_smoothflow.flows.zmatrix import torsion_indices
+
+    generator = BoltzmannGenerator.from_topology(ala2.topology)
+    phi, psi = torsion_indices(generator.zmatrix, ["phi", "psi"])
+    first, second = torsion_channels(generator.zmatrix)
+    assert sorted(first + second) == list(range(generator.zmatrix.n_torsions))
+    assert (phi in first) != (psi in first) and (phi in second) != (psi in second)
+    assert abs(len(first) - len(second)) <= 1
+    offset = generator.n_bonds + generator.n_angles
+    torsion_layers = [layer for layer in generator.layers if len(layer.cond_idx) and
+                      int(layer.cond_idx.min()) >= offset and int(layer.out_idx.min()) >= offset]
+    assert len(torsion_layers) == 8
+    for layer in torsion_layers:  # each reads one of phi, psi and transforms the other
+        cond, out = set((layer.cond_idx - offset).tolist()), set((layer.out_idx - offset).tolist())
+        assert {phi, psi} & cond and {phi, psi} & out
+    # the split used before (even | odd torsions) put both in one channel: this test would fail on it
+    even, odd = torsion_channels(generator.zmatrix, "alternate")
+    assert (phi in even) == (psi in even)
+
+
+def test_models_stored_before_version_2_rebuild_as_they_were(ala2):
+    """A complete config without "version" (what files written before it hold) gets the old layout."""
+    from openmm_smoothflow.flows.generator import LEGACY_KEYS, default_config
+
+    old = {key: value for key, value in default_config(beta=2).items() if key in LEGACY_KEYS}
+    generator = BoltzmannGenerator.from_topology(ala2.topology, **old)
+    assert generator.config["version"] == 1 and generator.n_parameters() == 597_656
+    assert generator.layers[0].transform.legacy and generator.layers[0].transform.c_min == 1e-3

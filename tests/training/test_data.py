@@ -12,7 +12,7 @@ from openmm_smoothflow.units import energies_to_kT, forces_to_kT, kT
 def _write(path, frames=10, atoms=4, temperature=300.0, forces=True, energies=True, offset=0.0):
     rng = np.random.default_rng(len(str(path)))
     arrays = dict(
-        positions=(rng.normal(size=(frames, atoms, 3)) + offset).astype(np.float32),
+        positions=(0.1 * rng.normal(size=(frames, atoms, 3)) + offset).astype(np.float32),  # nm
         temperature=np.float64(temperature),
     )
     if forces:

@@ -186,9 +186,36 @@ def test_benchmark_runs_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = SimpleNamespace(dims=[2, 8], bins=[2, 8], batch_size=4, spline_bins=4, hidden=8, repeats=2,
                            min_time=0.0, tol=1e-6, dtype="float64", threads=None, seed=0, out=str(out),
-                           no_progress=True)
+                           no_progress=True, tables=["si1"])
     assert bench_inverse.run(args) == 0
     data = json.loads(out.read_text())
     assert [row["dim"] for row in data["table"]] == [2, 8]
     assert data["table"][0]["inversion"]["K_opt"] in (2, 8)
     assert "Kopt" in capsys.readouterr().out
+
+
+def test_bin_count_follows_the_element_count_and_finds_the_same_roots():
+    from openmm_smoothflow.transforms.rootfind import choose_bins
+
+    counts = [1, 32, 64, 65, 512, 1024, 2048, 10 ** 6]
+    bins = [choose_bins(n) for n in counts]
+    assert bins == sorted(bins, reverse=True) and bins[0] >= 8 and bins[-1] == 2  # many bins for few elements
+    t = BumpMixture(6)
+    assert t.rootfind_bins is None  # the default: chosen per call
+    for batch in (1, 64):
+        params = rand_params(t, batch, 40, scale=2.0)
+        y = torch.rand(batch, 40, dtype=F64)
+        x_auto, logd_auto = t.inverse(y, params)
+        x_fixed, _ = rootfind_inverse(t, y, params, n_bins=16, tol=t.rootfind_tol)
+        torch.testing.assert_close(x_auto, x_fixed, atol=1e-5, rtol=0)
+        assert (t.forward(x_auto, params)[0] - y).abs().max() <= 1e-6
+
+
+def test_bump_and_sampling_benchmarks_report_their_rows():
+    from openmm_smoothflow.benchmarks.inverse import bump_rows, format_bump_table
+
+    rows = bump_rows(shapes=[(1, 2), (4, 8)], bins=(2, 8), repeats=1, min_time=0.0, dtype=F64)
+    assert [(r["batch"], r["dim"]) for r in rows] == [(1, 2), (4, 8)]
+    for r in rows:
+        assert r["K_best"] in (2, 8) and r["ratio_auto"] > 0 and set(r["bump_by_K"]) == {"2", "8"}
+    assert "K auto" in format_bump_table(rows)

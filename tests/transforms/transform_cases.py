@@ -6,10 +6,13 @@ from openmm_smoothflow.transforms import Affine, BumpMixture, RationalQuadraticS
 F64 = torch.float64
 
 FACTORIES = {
-    "bump-exp2": lambda: BumpMixture(5),
-    "bump-exp1": lambda: BumpMixture(5, beta=1),
+    "bump-exp2": lambda: BumpMixture(5, beta=2),
+    "bump-exp1": lambda: BumpMixture(5),
     "bump-mono3": lambda: BumpMixture(5, ramp="monomial", order=3),
-    "bump-exp2-circ": lambda: BumpMixture(5, circular=True),
+    "bump-legacy": lambda: BumpMixture(5, beta=2, legacy=True),  # models made before the paper's map
+    "bump-legacy-circ": lambda: BumpMixture(5, circular=True, beta=2, legacy=True),
+    "bump-exp2-circ": lambda: BumpMixture(5, circular=True, beta=2),
+    "bump-exp1-circ": lambda: BumpMixture(5, circular=True),
     "bump-mono3-circ": lambda: BumpMixture(5, circular=True, ramp="monomial", order=3),
     "spline": lambda: RationalQuadraticSpline(6),
     "spline-circ": lambda: RationalQuadraticSpline(6, circular=True),
