@@ -135,3 +135,25 @@ def run_lock(directory: PathLike, name: str = ".lock") -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             if lock.read_text() == me:
                 lock.unlink()
+
+
+def save_torch(path: PathLike, obj) -> None:
+    """``torch.save`` of ``obj`` (plain dicts of tensors, numbers, strings) to ``path``, atomically."""
+    import torch
+
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_torch(path: PathLike):
+    """What :func:`save_torch` wrote, loaded on the CPU with ``weights_only=True``; a clear error for a
+    missing or unreadable file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path} is not a readable checkpoint: {exc}") from exc

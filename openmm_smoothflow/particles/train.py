@@ -20,7 +20,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..io import atomic_write
+from ..io import atomic_write, load_torch, save_torch
 from ..units import PathLike
 from .cnf import EquivariantCNF, build_flow
 from .data import load_dataset, training_subset
@@ -29,15 +29,11 @@ CHECKPOINT_FORMAT = "openmm_smoothflow/particle-flow-checkpoint-v1"
 
 
 def save(path: PathLike, payload: Dict[str, Any]) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch(path)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a particle-flow checkpoint (format {state.get('format')!r})")
     return state

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Dict, Tuple
 
-import torch
-
-from ..io import atomic_write
+from ..io import load_torch, save_torch
 from ..units import PathLike
 
 CHECKPOINT_FORMAT = "openmm_smoothflow/checkpoint-v1"
@@ -39,18 +36,11 @@ def build_generator(state: Dict[str, Any]):
 
 
 def save_checkpoint(path: PathLike, checkpoint: Dict[str, Any]) -> None:
-    with atomic_write(path) as tmp:
-        torch.save(checkpoint, tmp)
+    save_torch(path, checkpoint)
 
 
 def load_checkpoint(path: PathLike) -> Dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path} is not a readable checkpoint: {exc}") from exc
+    return load_torch(path)
 
 
 def load_generator(path: PathLike) -> Tuple[Any, Dict[str, Any]]:
