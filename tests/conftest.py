@@ -5,10 +5,6 @@ from openmm import app, unit
 
 from openmm_smoothflow.md.systems import alanine_dipeptide_pdb
 
-# Until every test imports these from helpers.py (``from conftest import`` breaks once another folder
-# has its own conftest.py): remove this line then.
-from helpers import TINY_MODEL, chain_topology, randomize  # noqa: F401
-
 
 @pytest.fixture(scope="session")
 def ala2():
