@@ -134,7 +134,9 @@ def test_implicit_gradients_gradcheck_and_gradgradcheck(name):
 
     for fn, inputs in ((by_params, (y, params)), (by_cond, (y, cond))):
         assert torch.autograd.gradcheck(fn, inputs, atol=1e-6, rtol=1e-5)
-        assert torch.autograd.gradgradcheck(fn, inputs, atol=1e-5, rtol=1e-4)
+        # second derivatives reach ~1e3 here; finite differences of root-found values leave ~1e-5 of noise
+        # where the exact value is 0 (elementwise): atol 1e-4, still far below any wrong term
+        assert torch.autograd.gradgradcheck(fn, inputs, atol=1e-4, rtol=1e-4)
 
 
 def test_implicit_gradients_equal_analytic_inverse_gradients():
