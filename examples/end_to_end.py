@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     stage(1, f"simulate: {s['frames']} frames, one every {s['steps_per_frame']} fs, after "
              f"{s['equilibration_steps'] / 1000:g} ps of equilibration ({s['frames'] * s['steps_per_frame'] / 1e6:g} ns)")
     t = time.perf_counter()
-    data = simulate(n_frames=s["frames"], output=out / "md.npz", steps_per_frame=s["steps_per_frame"],
+    data = simulate(alanine_dipeptide_pdb(), n_frames=s["frames"], output=out / "md.npz", steps_per_frame=s["steps_per_frame"],
                     equilibration_steps=s["equilibration_steps"], seed=args.seed, progress=False)
     print(f"wrote {out / 'md.npz'}: {float(data['ms_per_step']):.3f} ms per MD step, mean potential energy "
           f"{data['energies'].mean():.1f} kJ/mol")

@@ -27,6 +27,7 @@ COMMANDS = {
     "export": ("openmm_smoothflow.commands.export", "export a checkpoint to one TorchScript model file"),
     "md": ("openmm_smoothflow.commands.md", "run MD with an exported flow as the potential"),
     "evaluate": ("openmm_smoothflow.commands.evaluate", "accuracy metrics and figures of a model"),
+    "sample": ("openmm_smoothflow.commands.sample", "Boltzmann-generator sampling: flow-MCMC + MD, reweighting"),
     "demo": ("openmm_smoothflow.commands.demo", "the shipped model driving OpenMM: NVE vs classical, figures"),
     "particles": ("openmm_smoothflow.commands.particles", "equivariant flows of DW4 / LJ13: simulate, train, export"),
 }

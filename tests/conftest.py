@@ -21,7 +21,8 @@ def ala2_positions(ala2):
 def md_data(tmp_path_factory):
     """A short real OpenMM run of alanine dipeptide (positions, forces, energies) as .npz."""
     from openmm_smoothflow.md.sampling import simulate
+    from openmm_smoothflow.md.systems import alanine_dipeptide_pdb
 
     path = tmp_path_factory.mktemp("data") / "ala2-short.npz"
-    simulate(n_frames=400, output=path, steps_per_frame=25, equilibration_steps=500, seed=7, progress=False)
+    simulate(alanine_dipeptide_pdb(), n_frames=400, output=path, steps_per_frame=25, equilibration_steps=500, seed=7, progress=False)
     return path

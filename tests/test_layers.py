@@ -12,7 +12,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "openmm_smoothflow"
 # Low to high; names of the package's top-level modules and subpackages. ``particles`` (flows of
 # particle systems, with their own data, training and export) builds on ``potential``'s export format.
-LAYERS = [("units", "io", "errors", "progress"), ("transforms",), ("flows",), ("potential",), ("particles",), ("md",), ("training",),
+LAYERS = [("units", "io", "errors", "progress"), ("transforms",), ("flows",), ("potential",), ("particles",), ("md",), ("training",), ("bg",),
           ("analysis",), ("benchmarks",), ("commands", "cli")]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

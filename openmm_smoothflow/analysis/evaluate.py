@@ -4,9 +4,11 @@
 On held-out frames: NLL (kT), force RMSE (kT/nm per component), FM loss (its square). On flow samples
 scored by the classical force field (OpenMM): reverse KL estimate (kT, up to log Z, SI-2.5 energy
 cut-off), the fraction of clashing samples (target energy > 1e3 kT), Kish ESS / N, how many samples
-left the model's support, and the force RMSE on samples within the data's energy range. Figures:
-phi/psi Ramachandran histograms (data vs flow, mdtraj dihedrals), flow vs reference force components,
-energy histograms (flow vs target). ``metrics.json`` holds every number.
+left the model's support, the force RMSE on samples within the data's energy range, and the
+fraction of samples that break a topology bond (``analysis/bonds.py``: outside the data's range
++/- 0.03 nm; per bond type too). The molecule is the data's (``md/molecule.py``; ``pdb`` overrides).
+Figures: phi/psi Ramachandran histograms of every residue (data vs flow, mdtraj dihedrals), flow vs
+reference force components, energy histograms (flow vs target). ``metrics.json`` holds every number.
 """
 import json
 from pathlib import Path
@@ -59,15 +61,21 @@ def held_out_frames(data, info: Dict[str, Any], data_paths, n_frames: int) -> Te
     return idx
 
 
-def draw_samples(generator, n_samples: int, chunk: int = 500) -> Tuple[Tensor, Tensor]:
-    """``n_samples`` flow samples (n, N, 3) nm and their log densities (n,), in chunks, no autograd."""
-    samples, log_q = [], []
+def draw_samples(generator, n_samples: int, chunk: int = 500) -> Tuple[Tensor, Tensor, Dict[str, float]]:
+    """``n_samples`` exact samples (n, N, 3) nm of the flow's density and their log densities (n,), no
+    autograd, and the rejection statistics: with rings the density is the restrained q_R (rejection
+    sampling, ``flows.rings``; ``{"acceptance", "log_z", "log_z_se", "draws"}``), else q in chunks
+    (acceptance 1, log_z 0)."""
     with torch.no_grad():
+        if generator.rings.n_pairs:
+            return generator.sample_restrained(n_samples)
+        samples, log_q = [], []
         for start in range(0, n_samples, chunk):
             xs, lq = generator.sample(min(chunk, n_samples - start))
             samples.append(xs)
             log_q.append(lq)
-    return torch.cat(samples), torch.cat(log_q)
+    return torch.cat(samples), torch.cat(log_q), {"acceptance": 1.0, "log_z": 0.0, "log_z_se": 0.0,
+                                                  "draws": float(n_samples)}
 
 
 def sample_metrics(generator, xs: Tensor, log_q: Tensor, u_samples: Tensor, f_samples: Tensor,
@@ -97,15 +105,18 @@ def sample_metrics(generator, xs: Tensor, log_q: Tensor, u_samples: Tensor, f_sa
 
 def write_figures(out_dir: Path, generator, topology, x: Tensor, forces_kt: Optional[Tensor], xs: Tensor,
                   log_q: Tensor, u_samples: Tensor, u_data: Optional[Tensor], title: str) -> None:
-    """``ramachandran.png`` (held-out frames ``x`` vs samples ``xs``), ``forces.png`` (flow vs reference
+    """``ramachandran.png`` (held-out frames ``x`` vs samples ``xs``, every residue; none without a
+    backbone), ``forces.png`` (flow vs reference
     forces on ``x``, when ``forces_kt`` is given) and ``energies.png`` (flow and target energies of the
     samples and, with ``u_data`` (kT), of the frames) in ``out_dir``."""
     from . import plots
-    from .phi_psi import phi_psi
+    from .phi_psi import residue_phi_psi
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    plots.ramachandran({"MD data (held out)": phi_psi(x.numpy(), topology), "flow samples": phi_psi(xs.numpy(), topology)},
-                       out_dir / "ramachandran.png")
+    data_angles, flow_angles = residue_phi_psi(x.numpy(), topology), residue_phi_psi(xs.numpy(), topology)
+    if data_angles:  # peptides: one row per residue
+        plots.ramachandran_residues({res: {"MD data (held out)": data_angles[res], "flow samples": flow_angles[res]}
+                                     for res in data_angles}, out_dir / "ramachandran.png")
     if forces_kt is not None:
         plots.force_scatter(forces_kt[:1000].numpy(), generator.force(x[:1000]).detach().numpy(),
                             out_dir / "forces.png", title="held-out frames:")
@@ -119,32 +130,42 @@ def write_figures(out_dir: Path, generator, topology, x: Tensor, forces_kt: Opti
 
 
 def evaluate(checkpoint: str, data_paths, out_dir: Path, n_frames: int = 5000, n_samples: int = 5000,
-             threads: int = 0, progress: bool = True) -> Dict[str, Any]:
+             threads: int = 0, progress: bool = True, pdb: Optional[PathLike] = None) -> Dict[str, Any]:
     """Metrics of ``checkpoint`` (training checkpoint or export) on ``data_paths`` and ``n_samples`` flow
-    samples; writes the figures and ``metrics.json`` to ``out_dir`` and returns the metrics."""
-    from ..md.systems import alanine_dipeptide_pdb, classical_system, load_pdb
+    samples; writes the figures and ``metrics.json`` to ``out_dir`` and returns the metrics. The
+    molecule is the data's (``pdb``: a PDB file overriding it)."""
+    from ..md.molecule import check_atoms, load_molecule
+    from ..md.systems import classical_system
     from ..training.data import load_md_data
     from ..training.metrics import data_metrics
     from ..training.target import OpenMMTarget
+    from .bonds import broken_bond_metrics
 
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     generator, info = load_flow(checkpoint)
     data = load_md_data(data_paths)
+    molecule = load_molecule(pdb, data=data_paths)
+    check_atoms(molecule, data.n_atoms, "the data")
+    check_atoms(molecule, generator.zmatrix.n_atoms, f"the flow of {checkpoint}")
     idx = held_out_frames(data, info, data_paths, n_frames)
     x = data.positions[idx].double()
     forces_kt = data.forces_kT()[idx].double() if data.forces is not None else None
     u_data = data.energies_kT()[idx] if data.energies is not None else None
     metrics: Dict[str, Any] = {"checkpoint": str(checkpoint), "kind": generator.config["kind"],
+                               "molecule": molecule.source, "atoms": molecule.n_atoms,
                                "held_out_frames": int(len(idx))}
     metrics.update({k.replace("val_", ""): v for k, v in data_metrics(generator, x, forces_kt).items()})
-    topology = load_pdb(alanine_dipeptide_pdb()).topology
-    xs, log_q = draw_samples(generator, n_samples)
+    topology = molecule.topology
+    xs, log_q, rejection = draw_samples(generator, n_samples)
+    metrics.update({"ring_acceptance": rejection["acceptance"], "ring_log_z": rejection["log_z"],
+                    "ring_log_z_se": rejection["log_z_se"]})
     with OpenMMTarget(classical_system(topology), data.temperature) as target:
         u_samples, f_samples = target.energy_and_force(xs)
     metrics.update(sample_metrics(generator, xs, log_q, u_samples, f_samples,
                                   float(u_data.max()) if u_data is not None else None))
+    metrics.update(broken_bond_metrics(xs.numpy(), data.positions.numpy(), topology))
     write_figures(out_dir, generator, topology, x, forces_kt, xs, log_q, u_samples, u_data, f"{metrics['kind']} flow")
     with atomic_write(out_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))

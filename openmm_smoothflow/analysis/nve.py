@@ -4,8 +4,9 @@ Per potential and per starting frame: Langevin equilibration (300 K, friction 10
 velocity Verlet at 1 fs without thermostat. Reported per potential: the standard deviation of the
 total energy per degree of freedom (kJ/mol; DOF = 3N - 6), the drift (kJ/mol/ps, slope of a linear fit,
 per DOF too), the largest total-energy change between two reports, and how many runs blew up
-(non-finite energy, an OpenMM error, or a total-energy excursion past ``blowup_kjmol``). A blown-up run
-is recorded, never a crash of the command, and reported on the console; so is a run whose final
+(non-finite energy, an OpenMM error while stepping, or a total-energy excursion past ``blowup_kjmol``).
+A blown-up run is recorded, never a crash of the command (while bad input, such as frames of another
+molecule, is an error), and reported on the console; so is a run whose final
 bonds or stereocentres are broken (``health``, from ``md/health.py``; not counted as a blow-up).
 ``nve.json`` keeps every run's figures.
 """
@@ -30,6 +31,10 @@ def nve_run(system, topology, positions: np.ndarray, platform: str = "Reference"
 
     from ..md.systems import get_platform
 
+    n_atoms = system.getNumParticles()
+    if np.shape(positions) != (n_atoms, 3):  # a wrong input is an error, never a "blown-up" run
+        raise ValueError(f"starting positions have shape {np.shape(positions)}, the system has {n_atoms} "
+                         "particles: the frames are of another molecule")
     dt = dt_fs * unit.femtoseconds
     integrator = openmm.CompoundIntegrator()
     langevin = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond, dt)
@@ -41,9 +46,9 @@ def nve_run(system, topology, positions: np.ndarray, platform: str = "Reference"
     trace = np.full(n_reports, np.nan)
     result: Dict[str, Any] = {"blown_up": False, "error": None}
     start = time.perf_counter()
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
     try:
-        context.setPositions(positions)
-        context.setVelocitiesToTemperature(temperature * unit.kelvin, seed + 1)
         integrator.setCurrentIntegrator(0)
         integrator.step(equil_steps)
         integrator.setCurrentIntegrator(1)
@@ -57,7 +62,7 @@ def nve_run(system, topology, positions: np.ndarray, platform: str = "Reference"
                 result.update(blown_up=True, error=f"total energy {total:.4g} kJ/mol at NVE step {i * report_every}")
                 break
         result["health"] = _final_health(context, topology, positions)
-    except Exception as exc:  # OpenMM raises on NaN coordinates / model errors: a blown-up run
+    except (openmm.OpenMMException, ArithmeticError) as exc:  # NaN coordinates, a model's NaN check: blown up
         result.update(blown_up=True, error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     finally:
         del context

@@ -29,18 +29,31 @@ def _save(fig, path: PathLike) -> None:
 
 def ramachandran(panels: Dict[str, np.ndarray], path: PathLike, bins: int = 60) -> None:
     """Log-scale phi/psi histograms, one panel per entry of ``panels`` (name -> (frames, 2) radians)."""
+    ramachandran_residues({"": panels}, path, bins)
+
+
+def ramachandran_residues(rows: Dict[str, Dict[str, np.ndarray]], path: PathLike, bins: int = 60) -> None:
+    """Log-scale phi/psi histograms: one row per residue (label -> {source name -> (frames, 2)
+    radians}, e.g. ``{"ALA2": {"MD data": ..., "flow samples": ...}}``), one column per source."""
     from matplotlib.colors import LogNorm
 
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False, layout="constrained")
-    for ax, (name, angles) in zip(axes[0], panels.items()):
-        angles = np.asarray(angles)
-        h, xe, ye = np.histogram2d(angles[:, 0], angles[:, 1], bins=bins, range=[[-np.pi, np.pi]] * 2,
-                                   density=True)
-        h = np.where(h > 0, h, np.nan)
-        mesh = ax.pcolormesh(xe, ye, h.T, norm=LogNorm(), cmap="viridis")
-        ax.set(title=f"{name} ({len(angles)} frames)", xlabel="phi (rad)", ylabel="psi (rad)", aspect="equal")
-        fig.colorbar(mesh, ax=ax, shrink=0.8, label="density (rad$^{-2}$)")
+    ncols = max(len(panels) for panels in rows.values())
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(4.8 * ncols, 3.8 * len(rows)), squeeze=False,
+                             layout="constrained")
+    for ax_row, (residue, panels) in zip(axes, rows.items()):
+        for ax, (name, angles) in zip(ax_row, panels.items()):
+            angles = np.asarray(angles)
+            h, xe, ye = np.histogram2d(angles[:, 0], angles[:, 1], bins=bins, range=[[-np.pi, np.pi]] * 2,
+                                       density=True)
+            h = np.where(h > 0, h, np.nan)
+            mesh = ax.pcolormesh(xe, ye, h.T, norm=LogNorm(), cmap="viridis")
+            where = f"{residue} " if residue else ""
+            ax.set(title=f"{where}{name} ({len(angles)} frames)", xlabel=f"{where}phi (rad)",
+                   ylabel=f"{where}psi (rad)", aspect="equal")
+            fig.colorbar(mesh, ax=ax, shrink=0.8, label="density (rad$^{-2}$)")
+        for ax in ax_row[len(panels):]:
+            ax.axis("off")
     _save(fig, path)
 
 

@@ -39,12 +39,13 @@ METRICS = (("nll", "val_nll", "NLL (kT)"), ("fme", "val_fm", "FME ((kT/nm)^2)"),
 def train_one(kind: str, kl: float, fm: float, seed: int, out: Path, data: Sequence[str], stride: int = 10,
               epochs: int = 3, model: Optional[Dict[str, Any]] = None, max_steps: int = 0, lr: float = 5e-4,
               batch_size: int = 128, kl_samples: int = 128, val_samples: int = 256, threads: int = 0,
-              progress: bool = True) -> Dict[str, Any]:
-    """Train one flow; its held-out metrics, or ``failed: True`` with the reason."""
+              progress: bool = True, pdb: Optional[str] = None) -> Dict[str, Any]:
+    """Train one flow; its held-out metrics, or ``failed: True`` with the reason. The molecule is the
+    data's (``pdb``: a PDB file overriding it)."""
     from ..training.config import TrainConfig
     from ..training.trainer import NonFiniteError, Trainer, TrainingFailed
 
-    config = TrainConfig(data=[str(p) for p in data], out=str(out), kind=kind, kl=kl, fm=fm, model=dict(model or {}),
+    config = TrainConfig(data=[str(p) for p in data], pdb=pdb, out=str(out), kind=kind, kl=kl, fm=fm, model=dict(model or {}),
                          stride=stride, epochs=epochs, max_steps=max_steps, lr=lr, lr_decay=1.0,
                          batch_size=batch_size, seed=seed, kl_samples=kl_samples, val_kl_samples=val_samples,
                          val_frames=0, threads=threads, checkpoint_every=0, on_nonfinite="stop")

@@ -1,6 +1,8 @@
 """``smoothflow bench speed``: ms per MD step and ns/day (1 fs step), a smooth flow vs the classical force field.
 
-Side by side in one process, on the packaged alanine dipeptide (Langevin, 300 K, 1/ps, 1 fs):
+Side by side in one process, on the molecule of ``--model`` (an export: its stored molecule and start
+structure; the model itself is timed too, as a TorchForce in float64 on each platform) or of
+``--pdb``, by default the packaged alanine dipeptide, the paper's molecule (Langevin, 300 K, 1/ps, 1 fs):
 
 * classical: amber99sbildn + OBC (``md.systems.classical_system``) on each ``--platforms`` platform;
 * smooth flow, paper size, random weights (``BoltzmannGenerator.from_topology``) exported with
@@ -30,7 +32,7 @@ import platform as platform_module
 import statistics
 import tempfile
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -176,14 +178,16 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 
 
 def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platforms=("Reference", "CPU"),
-                    threads: int = 1, skip_compiled: bool = False, skip_aoti: bool = False) -> Dict[str, Any]:
+                    threads: int = 1, skip_compiled: bool = False, skip_aoti: bool = False,
+                    model: Optional[str] = None, pdb: Optional[str] = None) -> Dict[str, Any]:
     """Every row of the benchmark (see the module docstring), printed as it is measured; returns the
-    protocol, machine, MD rows, batch-1 timings outside OpenMM and the compiled-vs-TorchForce check."""
+    protocol, machine, MD rows, batch-1 timings outside OpenMM and the compiled-vs-TorchForce check.
+    The molecule: ``pdb``, else ``model``'s, else the packaged alanine dipeptide."""
     import torch
-    from openmm import unit
 
     from ..flows.generator import BoltzmannGenerator
-    from ..md.systems import alanine_dipeptide_pdb, available_platforms, classical_system, load_pdb
+    from ..md.molecule import load_molecule
+    from ..md.systems import alanine_dipeptide_pdb, available_platforms, classical_system
     from ..potential import FlowPotential, export
     from ..potential.aoti import aoti_energy
 
@@ -192,10 +196,12 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
     if not platforms:
         raise SystemExit(f"none of {wanted} is available; available: {available_platforms()}")
     reference = "Reference" if "Reference" in platforms else platforms[0]
-    pdb = load_pdb(alanine_dipeptide_pdb())
-    topology = pdb.topology
-    x0 = np.asarray(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
-    print(f"smoothflow bench speed: alanine dipeptide, {steps} steps x {repeats} repeats "
+    if pdb is None and model is None:
+        pdb = alanine_dipeptide_pdb()
+    molecule = load_molecule(pdb, model=model)
+    topology = molecule.topology
+    x0 = np.asarray(molecule.start_structure(), dtype=np.float64)
+    print(f"smoothflow bench speed: molecule of {molecule.source} ({molecule.n_atoms} atoms), {steps} steps x {repeats} repeats "
           f"(+{warmup} warm-up), torch threads {threads}, platforms {platforms}")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -258,6 +264,9 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
             jobs.append(("smooth", "aoti", "Reference", "float64", aoti_system))
         jobs.append(("spline", "torchforce", reference, "float64",
                      lambda: FlowPotential(paths["spline64"]).createSystem(topology)))
+        if model is not None:  # the given model itself
+            for plat in platforms:
+                jobs.append(("model", "torchforce", plat, "file", lambda: FlowPotential(model).createSystem(topology)))
         if not skip_compiled:
             print("\nnote: torch.compile of the paper-size model takes minutes on a busy machine with a cold "
                   "inductor cache (its 'setup s' below: Context + first force); later runs reuse the cache")
@@ -306,7 +315,8 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
               f"ms/step = {ratios['torchforce_vs_classical']:.1f}x")
     result = dict(protocol=dict(steps=steps, repeats=repeats, warmup=warmup, threads=threads,
                                 platforms=platforms, integrator="LangevinMiddle 300 K 1/ps 1 fs",
-                                model="paper-size, random weights (from_topology)", n_parameters=n_params),
+                                model="paper-size, random weights (from_topology)", n_parameters=n_params,
+                                molecule=molecule.source, atoms=molecule.n_atoms, timed_model=model),
                   machine=dict(processor=platform_module.processor() or platform_module.machine(),
                                cpu_count=os.cpu_count(), torch=torch.__version__),
                   rows=rows, ratios=ratios, outside_openmm=outside, backend_check=check)

@@ -25,6 +25,7 @@ def parse_setting(text: str) -> Tuple[float, float]:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data", nargs="+", required=True, help="MD data .npz files (positions and forces)")
+    parser.add_argument("--pdb", default=None, help="PDB file of the molecule (default: the one the data carry)")
     parser.add_argument("--stride", type=positive_int, default=10, help="use every stride-th frame (default %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=3, help="epochs per run (default %(default)s)")
     parser.add_argument("--replicas", type=positive_int, default=2, help="runs per (kind, setting), seeds differ (default %(default)s)")
@@ -50,7 +51,11 @@ def run(args) -> int:
     from ..io import atomic_write
     from ..training.data import load_md_data, split_blocks
 
+    from ..md.molecule import check_atoms, load_molecule
+
     data = load_md_data(args.data, stride=args.stride)
+    molecule = load_molecule(args.pdb, data=args.data)  # before any training: a clear error
+    check_atoms(molecule, data.n_atoms, "the data")
     n_train = len(split_blocks(len(data), 0.1, 10)[0])
     if n_train < args.batch_size:
         print(f"smoothflow bench losses: {n_train} training frames at stride {args.stride}, fewer than one batch "
@@ -60,11 +65,12 @@ def run(args) -> int:
     if needs_forces and data.forces is None:
         print("smoothflow bench losses: force matching needs forces in every data file")
         return 2
-    print(f"{len(data)} frames (stride {args.stride}), {n_train} for training; {args.epochs} epochs, "
+    print(f"molecule of {molecule.source} ({molecule.n_atoms} atoms); "
+          f"{len(data)} frames (stride {args.stride}), {n_train} for training; {args.epochs} epochs, "
           f"{args.replicas} replicas, kinds {' '.join(args.kinds)}, model overrides {args.model or 'none'}", flush=True)
     common = dict(data=args.data, stride=args.stride, epochs=args.epochs, model=args.model, max_steps=args.max_steps,
                   lr=args.lr, batch_size=args.batch_size, kl_samples=args.kl_samples, val_samples=args.val_samples,
-                  threads=args.threads, progress=not args.no_progress)
+                  threads=args.threads, progress=not args.no_progress, pdb=args.pdb)
     start = time.perf_counter()
     rows = run_table(args.kinds, args.settings, args.replicas, args.seed, args.runs_dir, **common)
     table = format_table(rows)

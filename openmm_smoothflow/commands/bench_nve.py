@@ -1,4 +1,5 @@
-"""``smoothflow bench nve``: energy conservation in NVE (paper Fig. 4), flows vs the classical force field."""
+"""``smoothflow bench nve``: energy conservation in NVE (paper Fig. 4), flows vs the classical force field,
+on the molecule the data carry (``--pdb`` overrides)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +10,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=FILE",
                         help="an exported flow to compare (repeatable), e.g. smooth=smooth.pt")
     parser.add_argument("--data", required=True, help=".npz data file: starting frames are taken from it")
+    parser.add_argument("--pdb", default=None, help="PDB file of the molecule (default: the one the data carry)")
     parser.add_argument("--frames", type=positive_int, default=10, help="number of starting frames (the first ones)")
     parser.add_argument("--equil-steps", type=non_negative_int, default=1000)
     parser.add_argument("--nve-steps", type=positive_int, default=5000)
@@ -20,12 +22,15 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..analysis.nve import compare, format_table
-    from ..md.systems import alanine_dipeptide_pdb, classical_system, load_pdb
+    from ..md.molecule import check_atoms, load_molecule
+    from ..md.systems import classical_system
     from ..potential import FlowPotential
     from ..training.data import load_md_data
 
-    pdb = load_pdb(alanine_dipeptide_pdb())
-    frames = load_md_data([args.data]).positions[: args.frames].numpy()
+    data = load_md_data([args.data])
+    pdb = load_molecule(args.pdb, data=args.data)
+    check_atoms(pdb, data.n_atoms, f"the frames of {args.data}")
+    frames = data.positions[: args.frames].numpy()
     potentials = {} if args.no_classical else {"classical": classical_system(pdb.topology)}
     for spec in args.model:
         name, _, path = spec.partition("=")

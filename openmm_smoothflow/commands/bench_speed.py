@@ -15,6 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-compiled", action="store_true", help="leave out the torch.compile backend")
     parser.add_argument("--skip-aoti", action="store_true",
                         help="leave out the aoti backend (its first build per model takes minutes; cached after)")
+    parser.add_argument("--model", default=None, help="an exported flow: its molecule is used and the model is timed too")
+    parser.add_argument("--pdb", default=None, help="PDB file of the molecule (default: the --model's, else the "
+                        "packaged alanine dipeptide)")
     parser.add_argument("--out", default="bench-speed.json", help="JSON output (default: %(default)s)")
 
 
@@ -26,7 +29,8 @@ def run(args) -> int:
     from ..io import atomic_write
 
     result = speed_benchmark(args.steps, args.repeats, args.warmup, args.platforms, args.threads, args.skip_compiled,
-                             getattr(args, "skip_aoti", False))
+                             getattr(args, "skip_aoti", False), model=getattr(args, "model", None),
+                             pdb=getattr(args, "pdb", None))
     with atomic_write(args.out) as tmp_path:
         tmp_path.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

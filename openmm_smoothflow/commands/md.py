@@ -1,4 +1,4 @@
-"""``smoothflow md MODEL --pdb FILE``: molecular dynamics with an exported flow as the potential.
+"""``smoothflow md MODEL [--pdb FILE]``: molecular dynamics with an exported flow as the potential.
 
 Health checks (``md/health.py``) run every ``--check-every`` steps; an unhealthy run stops with exit
 code 1 and leaves its last good state in ``--last-good``.pdb/.xml.
@@ -10,7 +10,8 @@ from ..md.health import BOND_FACTOR, TEMPERATURE_FACTOR
 
 def add_arguments(parser) -> None:
     parser.add_argument("model", help="exported flow (.pt) from `smoothflow export`")
-    parser.add_argument("--pdb", default=None, help="starting structure (default: packaged alanine dipeptide)")
+    parser.add_argument("--pdb", default=None, help="starting structure: a PDB file or a data file of the molecule "
+                        "(default: the molecule and start structure stored in the model)")
     parser.add_argument("--integrator", choices=["langevin", "verlet"], default="langevin",
                         help="langevin (NVT, LangevinMiddle) or verlet (NVE)")
     parser.add_argument("--temperature", type=float, default=None, help="K, > 0 (default: the model's)")

@@ -11,7 +11,8 @@ from .arguments import non_negative_float, non_negative_int, positive_float, pos
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     parser.add_argument("-o", "--output", required=True, help="output .npz file")
-    parser.add_argument("--pdb", default=None, help="PDB file (default: the packaged alanine dipeptide)")
+    parser.add_argument("--pdb", default=None, help="PDB file of the molecule, stored in the data for every later command "
+                        "(without it: the packaged alanine dipeptide, with a warning)")
     parser.add_argument("-n", "--frames", type=positive_int, default=1000, help="number of frames (default 1000)")
     parser.add_argument("--steps-per-frame", type=positive_int, default=d["steps_per_frame"],
                         help="MD steps between frames (default %(default)s = 1 ps)")

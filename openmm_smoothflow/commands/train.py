@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "data":
             parser.add_argument(flag, nargs="+", default=None, help="training data .npz files")
+        elif f.name == "pdb":
+            parser.add_argument(flag, default=None, help="PDB file of the molecule (default: the one the data carry)")
         elif f.name == "model":
             parser.add_argument(flag, type=json.loads, default=None, metavar="JSON",
                                 help='architecture overrides, e.g. \'{"hidden": [32, 32]}\'')

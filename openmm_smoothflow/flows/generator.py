@@ -7,7 +7,8 @@ Density direction (analytic, TorchScript-able, what MD needs):
       -> unit box u (B, 3N-6): bonds and angles by fixed linear maps over stored ranges, torsions
          (t + pi) / 2pi on the circle
       -> coupling layers (analytic CDF maps) -> z, uniform base density on [0, 1]^(3N-6)
-      -> u(x) = -log p(x) in kT
+      -> u(x) = -log p(x) in kT, + R(x) for molecules with rings (flat-bottomed restraint on the
+         ring-closing bonds and angles, ``flows/rings.py``; zero on the training data)
 
 Sampling (z -> x) runs the layers backwards with root-finding inverses and implicit gradients.
 
@@ -32,6 +33,7 @@ from ..transforms import Affine, BumpMixture, RationalQuadraticSpline
 from ..transforms.base import ElementwiseTransform
 from .coupling import CouplingLayer, coupling_backward
 from .ic import InternalCoordinates, ZMatrix
+from .rings import RingRestraint, rejection_sample, ring_restraint_pairs
 
 KINDS = ("smooth", "spline", "affine")
 WALL_KT = 1.0e4  # kT per (unit-box unit)^2 outside [0, 1]; 0.01 nm past a bond range costs ~16 kT
@@ -142,6 +144,7 @@ class BoltzmannGenerator(nn.Module):
         nb, na, nt = self.ic.n_bonds, self.ic.n_angles, self.ic.n_torsions
         self.n_bonds, self.n_angles, self.n_dims = nb, na, nb + na + nt
         self.register_buffer("bounded", torch.tensor([True] * (nb + na) + [False] * nt))
+        self.rings = RingRestraint(ring_restraint_pairs(zmatrix))  # R = 0 until fit_ring_restraint
         self.layers = nn.ModuleList(self._build_layers(nb, na, torsion_channels(zmatrix, config["torsion_split"]),
                                                        config))
         self.analytic_gradient = False  # see use_analytic_gradient
@@ -203,12 +206,17 @@ class BoltzmannGenerator(nn.Module):
 
     def _energy(self, x: Tensor, need_cache: bool) -> Tuple[Tensor, List[List[Tensor]]]:
         """The density direction, once: u(x) (B,) in kT and, if ``need_cache``, what ``_backward`` needs:
-        ``[IC cache, [u_box, clamped], one cache per coupling layer...]`` (else ``[]``)."""
+        ``[IC cache, [u_box, clamped], ring-restraint cache, one cache per coupling layer...]`` (else ``[]``).
+        u = -log q + wall + R, R the ring restraint (``flows.rings``; absent without rings)."""
         u_box, logdet, ic_cache = self._unit_box(x, need_cache)
         u, wall = self._wall(u_box)
+        ring_cache: List[Tensor] = []
+        if self.rings.n_pairs > 0:
+            restraint, ring_cache = self.rings.forward_cached(x, need_cache)
+            wall = wall + restraint
         caches: List[List[Tensor]] = []
         if need_cache:
-            caches += [ic_cache, [u_box, u]]
+            caches += [ic_cache, [u_box, u], ring_cache]
         for layer in self.layers:
             u, ld, cache = layer.forward_cached(u, need_cache)
             logdet = logdet + ld
@@ -218,15 +226,19 @@ class BoltzmannGenerator(nn.Module):
 
     def _backward(self, caches: List[List[Tensor]]) -> Tensor:
         """The gradient of ``_energy`` w.r.t. the positions (B, N, 3) from its caches, a reverse pass written
-        out: coupling layers, the clamp and the wall, the unit box, the internal coordinates (energy: -logdet)."""
+        out: coupling layers, the clamp and the wall, the unit box, the internal coordinates (energy: -logdet),
+        and the ring restraint."""
         u_box, clamped = caches[1][0], caches[1][1]
         grad = torch.zeros_like(u_box)
-        for i in range(len(caches) - 1, 1, -1):
+        for i in range(len(caches) - 1, 2, -1):
             grad = coupling_backward(grad, caches[i])
         grad = torch.where(clamped == u_box, grad, torch.zeros_like(grad)) + (2.0 * self.wall_kt) * (u_box - clamped)
         nb, na = self.n_bonds, self.n_angles
         grad_b, grad_a, grad_t = self.ic.unit_box.backward(grad[:, :nb], grad[:, nb:nb + na], grad[:, nb + na:])
-        return self.ic.backward(grad_b, grad_a, grad_t, -1.0, caches[0])
+        grad_x = self.ic.backward(grad_b, grad_a, grad_t, -1.0, caches[0])
+        if len(caches[2]) > 0:
+            grad_x = grad_x + self.rings.backward(caches[2], self.ic.n_atoms)
+        return grad_x
 
     def forward(self, x: Tensor) -> Tensor:
         if self.analytic_gradient and x.requires_grad and torch.is_grad_enabled():
@@ -313,6 +325,27 @@ class BoltzmannGenerator(nn.Module):
         bonds, angles, torsions, ld_box = self.ic.unit_box.inverse(u[:, :nb], u[:, nb:nb + na], u[:, nb + na:])
         x, ld_ic = self.ic.inverse(bonds, angles, torsions)
         return x, log_q - ld_box - ld_ic
+
+    # ---- rings (flows/rings.py) -------------------------------------------------------------------
+    @torch.jit.unused
+    def fit_ring_restraint(self, positions: Tensor, margin: float = 0.0) -> "BoltzmannGenerator":
+        """Set the flat bottom of the ring restraint to the range of the training ``positions`` (B, N, 3)
+        nm (+- ``margin`` nm), so that R = 0 on every training frame; a no-op without rings."""
+        self.rings.fit(positions, margin)
+        return self
+
+    @torch.jit.unused
+    def sample_restrained(self, n: int, generator: Optional[torch.Generator] = None,
+                          max_draws: Optional[int] = None) -> Tuple[Tensor, Tensor, Dict[str, float]]:
+        """n exact samples of the density of ``energy`` with rings, q_R = q exp(-R) / Z_R (rejection:
+        ``flows.rings.rejection_sample``): positions (n, N, 3) nm, log q_R (n,), and
+        ``{"acceptance", "log_z", "log_z_se", "draws"}``; ``energy(x) = -log q_R(x) - log_z``. Without
+        ring pairs it is ``sample`` (acceptance 1, log_z 0)."""
+        if self.rings.n_pairs == 0:
+            x, log_q = self.sample(n, generator)
+            return x, log_q, {"acceptance": 1.0, "log_z": 0.0, "log_z_se": 0.0, "draws": float(n)}
+        return rejection_sample(lambda m: self.sample(m, generator), self.rings, n, generator,
+                                max_draws=max_draws)
 
     # ---- description -------------------------------------------------------------------------------
     @torch.jit.unused

@@ -207,8 +207,10 @@ def zmatrix_from_topology(topology, sibling_torsions: bool = True) -> ZMatrix:
     """Build a deterministic Z-matrix from the bonds of an ``openmm.app.Topology`` or ``mdtraj.Topology``.
 
     Algorithm.  The bond graph must be connected (else ``ValueError``: give a :class:`ZMatrix`
-    yourself).  The root ``i0`` is the graph centre (minimal eccentricity) among heavy atoms with at
-    least two bonds (ties: backbone name, index) -- for alanine dipeptide the alanine CA.  A BFS
+    yourself).  The root ``i0`` is the graph centre (minimal eccentricity, ties: backbone name, index)
+    among the backbone atoms (the middle atoms N, CA, C of the phi/psi dihedrals found by
+    :func:`backbone_dihedrals`' rule) when the molecule has a peptide backbone, else among heavy atoms
+    with at least two bonds -- for alanine dipeptide the alanine CA.  A BFS
     spanning tree is grown from the root, visiting each atom's unvisited neighbours in the priority
     order (heavy before hydrogen, backbone names ``N, CA, C, CH3`` first, then index).  The frame is the
     root and its first two children ``(i0, i1, i2)``; the other atoms become rows in BFS order with
@@ -219,9 +221,16 @@ def zmatrix_from_topology(topology, sibling_torsions: bool = True) -> ZMatrix:
       True (improper-type reference, e.g. the 2nd and 3rd methyl H, CB/HA on CA: these torsions stay
       near +-120 deg instead of co-rotating); otherwise the parent of ``k`` (a proper chain
       ``i-j-k-l``), or, when ``k`` is the root, the frame atom among ``i1, i2`` that is not ``j``
-      (bonded to ``k``); for children of the root ``(k, l) = (i1, i2)``.
+      (bonded to ``k``); for children of the root ``(k, l) = (i1, i2)``;
+    * ring atoms: when ``i, j, k`` lie on one ring (a cycle closed by a bond the tree leaves out),
+      ``l`` is the first-placed atom of that ring bonded to ``k`` (a ring torsion, e.g. PRO's
+      ``(CD, N, CA, CB)`` instead of ``(CD, N, CA, C_ACE)``, PHE's ``(CE1, CD1, CG, CD2)`` instead of
+      ``(CE1, CD1, CG, CB)``), if one is placed already.  The ring's closure then depends on the
+      ring's own internal coordinates only, not on phi or an exocyclic torsion.
 
-    Ring-closure bonds (not in the spanning tree) are not internal coordinates.  For alanine dipeptide
+    Ring-closure bonds (not in the spanning tree) are not internal coordinates
+    (``flows.rings.ring_closures``; the ring restraint there keeps them physical).  Backbone phi and psi of every
+    residue are explicit rows for capped peptides (ACE-X-NME, ACE-X-Y-NME); for alanine dipeptide
     (``i0, i1, i2`` = CA, N, C of ALA) phi is the row ``(C_ACE, N, CA, C)`` and psi the row
     ``(N_NME, C, CA, N)``.  Atom names, residue names/indices and the bond list are stored on the
     returned Z-matrix as metadata.
@@ -230,10 +239,7 @@ def zmatrix_from_topology(topology, sibling_torsions: bool = True) -> ZMatrix:
     n = len(names)
     if n < 3:
         raise ValueError(f"need at least 3 atoms, topology has {n}")
-    nbrs: List[List[int]] = [[] for _ in range(n)]
-    for a, b in bonds:
-        nbrs[a].append(b)
-        nbrs[b].append(a)
+    nbrs = _neighbours(n, bonds)
 
     def key(a: int):
         return (is_h[a], names[a] not in BACKBONE_NAMES, a)
@@ -256,8 +262,9 @@ def zmatrix_from_topology(topology, sibling_torsions: bool = True) -> ZMatrix:
         raise ValueError(f"the bond graph is disconnected ({len(bonds)} bonds; atoms {unreached[:10]}... not "
                          f"bonded to atom 0); zmatrix_from_topology needs one molecule with bonds -- "
                          f"pass an explicit ZMatrix instead")
-    cand = [a for a in range(n) if not is_h[a] and len(nbrs[a]) >= 2] or \
-        [a for a in range(n) if len(nbrs[a]) >= 2]
+    quads = _backbone_quads(names, nbrs)
+    cand = sorted({a for q in quads["phi"] + quads["psi"] for a in q[1:3]}) or \
+        [a for a in range(n) if not is_h[a] and len(nbrs[a]) >= 2] or [a for a in range(n) if len(nbrs[a]) >= 2]
     root = min(cand, key=lambda a: (max(bfs_dist(a)),) + key(a))
 
     parent = {root: -1}
@@ -271,6 +278,8 @@ def zmatrix_from_topology(topology, sibling_torsions: bool = True) -> ZMatrix:
             children[a].append(c)
             order.append(c)
             q.append(c)
+    rings = _tree_cycles(parent, bonds)
+    rank = {a: r for r, a in enumerate(order)}
     i0, i1, i2 = order[:3]
     rows = []
     for i in order[3:]:
@@ -286,30 +295,44 @@ def zmatrix_from_topology(topology, sibling_torsions: bool = True) -> ZMatrix:
                 l = parent[k]
             else:
                 l = i2 if j == i1 else i1
+        for ring in rings:
+            if {i, j, k} <= ring:
+                in_ring = [m for m in nbrs[k] if m in ring and m not in (i, j) and rank[m] < rank[i]]
+                if in_ring:
+                    l = min(in_ring, key=rank.__getitem__)
+                    break
         rows.append((i, j, k, l))
     return ZMatrix((i0, i1, i2), rows, n_atoms=n, atom_names=names, residue_names=res_names,
                    residue_indices=res_idx, graph_bonds=bonds)
 
 
-# ---- named dihedrals --------------------------------------------------------------------------------
-def backbone_dihedrals(zmatrix: ZMatrix) -> Dict[str, List[Quad]]:
-    """Backbone dihedrals found by atom names and bonds: ``{"phi": [(C', N, CA, C), ...],
-    "psi": [(N, CA, C, N'), ...]}`` (one entry per residue that has them; ACE/NME caps count as
-    neighbours since their atoms are named C and N).  Needs the metadata of
-    :func:`zmatrix_from_topology`."""
-    if zmatrix.atom_names is None or zmatrix.graph_bonds is None:
-        raise ValueError("this Z-matrix carries no atom names / bonds; build it with zmatrix_from_topology")
-    names = zmatrix.atom_names
-    nbrs: List[List[int]] = [[] for _ in range(zmatrix.n_atoms)]
-    for a, b in zmatrix.graph_bonds:
-        nbrs[a].append(b)
-        nbrs[b].append(a)
+def _tree_cycles(parent: Dict[int, int], bonds: Sequence[Tuple[int, int]]) -> List[set]:
+    """The cycle (atom set) each bond outside the spanning tree ``parent`` closes, in bond order."""
+    def path(a: int) -> List[int]:
+        out = [a]
+        while parent[out[-1]] >= 0:
+            out.append(parent[out[-1]])
+        return out
 
+    cycles = []
+    for a, b in bonds:
+        if parent[a] == b or parent[b] == a:
+            continue
+        pa, pb = path(a), path(b)
+        common = set(pa) & set(pb)
+        lca = next(x for x in pa if x in common)
+        cycles.append(set(pa[:pa.index(lca) + 1]) | set(pb[:pb.index(lca)]))
+    return cycles
+
+
+# ---- named dihedrals --------------------------------------------------------------------------------
+def _backbone_quads(names: Sequence[str], nbrs: Sequence[Sequence[int]]) -> Dict[str, List[Quad]]:
+    """phi (C', N, CA, C) and psi (N, CA, C, N') quads found by atom names and bonds, in atom order of CA."""
     def named(a: int, name: str) -> List[int]:
         return [b for b in nbrs[a] if names[b] == name]
 
     out: Dict[str, List[Quad]] = {"phi": [], "psi": []}
-    for ca in range(zmatrix.n_atoms):
+    for ca in range(len(names)):
         if names[ca] != "CA":
             continue
         for nn in named(ca, "N"):
@@ -319,19 +342,56 @@ def backbone_dihedrals(zmatrix: ZMatrix) -> Dict[str, List[Quad]]:
     return out
 
 
+def _neighbours(n_atoms: int, bonds: Sequence[Sequence[int]]) -> List[List[int]]:
+    nbrs: List[List[int]] = [[] for _ in range(n_atoms)]
+    for a, b in bonds:
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    return nbrs
+
+
+def backbone_dihedrals(zmatrix: ZMatrix) -> Dict[str, List[Quad]]:
+    """Backbone dihedrals found by atom names and bonds: ``{"phi": [(C', N, CA, C), ...],
+    "psi": [(N, CA, C, N'), ...]}``, one entry per residue that has them (every residue of a peptide,
+    in residue order; ACE/NME caps count as neighbours since their atoms are named C and N).  Needs
+    the metadata of :func:`zmatrix_from_topology`."""
+    if zmatrix.atom_names is None or zmatrix.graph_bonds is None:
+        raise ValueError("this Z-matrix carries no atom names / bonds; build it with zmatrix_from_topology")
+    return _backbone_quads(zmatrix.atom_names, _neighbours(zmatrix.n_atoms, zmatrix.graph_bonds))
+
+
+def named_backbone_dihedrals(zmatrix: ZMatrix) -> Dict[str, Quad]:
+    """Each residue's backbone dihedrals by name: ``{"phi1": quad, "psi1": quad, "phi2": ...}``, the
+    number being the residue index (of the CA, as in :attr:`ZMatrix.atom_labels`), in residue order."""
+    named = backbone_dihedrals(zmatrix)
+    rid = zmatrix.residue_indices or list(range(zmatrix.n_atoms))
+    out: Dict[str, Quad] = {}
+    for ca in sorted({q[2] for q in named["phi"]} | {q[1] for q in named["psi"]}):
+        for name, pos in (("phi", 2), ("psi", 1)):
+            for q in named[name]:
+                if q[pos] == ca:
+                    out[f"{name}{rid[ca]}"] = q
+    return out
+
+
 def torsion_indices(zmatrix: ZMatrix, torsions: Sequence[Union[str, Sequence[int]]]) -> List[int]:
-    """Torsion columns of the given dihedrals.  Each entry is a 4-tuple of atom indices (either order)
-    or a name ``"phi"`` / ``"psi"``, which must identify exactly one backbone dihedral (e.g. alanine
-    dipeptide).  ``ValueError`` if a dihedral is not an explicit torsion of the Z-matrix."""
+    """Torsion columns of the given dihedrals, in the order given.  Each entry is a 4-tuple of atom
+    indices (either order) or a name: ``"phi"`` / ``"psi"`` give every residue's phi (psi), in residue
+    order (one column for alanine dipeptide, one per residue for longer peptides), ``"phi2"`` /
+    ``"psi2"`` the one of residue index 2 (:func:`named_backbone_dihedrals`).  ``ValueError`` if a name
+    matches no backbone dihedral or a dihedral is not an explicit torsion of the Z-matrix."""
     out = []
     named = None
     for t in torsions:
         if isinstance(t, str):
-            named = backbone_dihedrals(zmatrix) if named is None else named
-            quads = named.get(t.lower())
-            if quads is None or len(quads) != 1:
-                raise ValueError(f"torsion name {t!r} must match exactly one backbone dihedral, "
-                                 f"found {quads}")
-            t = quads[0]
-        out.append(zmatrix.torsion_index(t))
+            named = named_backbone_dihedrals(zmatrix) if named is None else named
+            key = t.lower()
+            quads = [q for name, q in named.items() if name.rstrip("0123456789") == key] \
+                if key in ("phi", "psi") else ([named[key]] if key in named else [])
+            if not quads:
+                raise ValueError(f"torsion name {t!r} matches no backbone dihedral of this molecule "
+                                 f"(names: {sorted(named)})")
+            out += [zmatrix.torsion_index(q) for q in quads]
+        else:
+            out.append(zmatrix.torsion_index(t))
     return out

@@ -60,7 +60,8 @@ def run_md(model: PathLike, pdb: Optional[PathLike] = None, integrator: str = "l
            platform: str = "Reference", seed: int = 0, minimize: bool = False, check_every: int = 100,
            limits: Optional[HealthLimits] = None, last_good: Optional[PathLike] = None,
            progress: bool = True) -> Dict[str, Any]:
-    """Run ``steps`` MD steps of the exported flow ``model`` from ``pdb`` (default: packaged alanine dipeptide).
+    """Run ``steps`` MD steps of the exported flow ``model`` from ``pdb`` (a PDB file or a data file that
+    carries its molecule; default: the molecule and start structure stored in the model, :mod:`.molecule`).
 
     ``integrator``: "langevin" (NVT, LangevinMiddle; ``temperature`` K, default the model's, ``friction``
     1/ps) or "verlet" (NVE, velocities drawn at ``temperature``); time step ``step_fs`` fs. ``csv``/``dcd``
@@ -81,10 +82,12 @@ def run_md(model: PathLike, pdb: Optional[PathLike] = None, integrator: str = "l
     from ..progress import progress_bar
 
     from ..potential import FlowPotential
-    from .systems import alanine_dipeptide_pdb, get_platform, load_pdb
+    from .molecule import from_metadata, load_molecule
+    from .systems import get_platform
 
     potential = FlowPotential(model)
-    pdbfile = load_pdb(pdb or alanine_dipeptide_pdb())
+    pdbfile = load_molecule(pdb) if pdb is not None else from_metadata(potential.metadata, str(model))
+    pdbfile.start_structure()  # ValueError naming the file when it has none
     system = potential.createSystem(pdbfile.topology)
     temperature_k = potential.temperature if temperature is None else float(temperature)
     dt = step_fs * unit.femtoseconds

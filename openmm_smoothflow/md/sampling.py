@@ -1,14 +1,18 @@
 """Classical OpenMM MD that writes training data (``smoothflow simulate``).
 
-Defaults follow the data protocol of the paper's SI-2.3: the packaged alanine dipeptide,
-``amber99sbildn.xml`` + ``amber99_obc.xml`` (``systems.DEFAULT_FORCEFIELD``), ``NoCutoff``, no constraints, energy
-minimisation, velocities at T, 100 ps equilibration, then ``LangevinMiddleIntegrator`` (300 K, friction
-1/ps, step 1 fs) with a frame every 1000 steps (1 ps), Reference platform.
+Defaults follow the data protocol of the paper's SI-2.3: ``amber99sbildn.xml`` + ``amber99_obc.xml``
+(``systems.DEFAULT_FORCEFIELD``), ``NoCutoff``, no constraints, energy minimisation, velocities at T,
+100 ps equilibration, then ``LangevinMiddleIntegrator`` (300 K, friction 1/ps, step 1 fs) with a frame
+every 1000 steps (1 ps), Reference platform. The molecule is the ``pdb`` given (a PDB file, or a data
+file that carries one).
 
 The ``.npz`` written holds ``positions`` float32 (frames, N, 3) nm, ``forces`` float32 (frames, N, 3)
 kJ/mol/nm, ``energies`` float64 (frames,) kJ/mol (potential energy), ``temperature`` float64 K,
 ``time`` float64 (frames,) ps (from the start of production), ``elements`` and ``atom_names`` (N,)
-strings, and ``protocol``, a JSON string of every setting (:func:`read_protocol` decodes it).
+strings, ``protocol``, a JSON string of every setting (:func:`read_protocol` decodes it), and the
+molecule (:mod:`.molecule`): ``molecule_pdb``, the PDB text of the topology at the start structure
+(after minimisation) with every bond as CONECT, and ``bonds`` (M, 2) int32, so that every later
+command finds the molecule in the data.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import numpy as np
 
 from ..io import atomic_write
 from ..units import PathLike
-from . import systems
+from . import molecule, systems
 
 DEFAULTS: Dict[str, Any] = dict(
     steps_per_frame=1000,
@@ -38,6 +42,17 @@ DEFAULTS: Dict[str, Any] = dict(
     constraints=None,
     minimize=True,
 )
+
+
+def open_data(path: PathLike):
+    """``np.load`` of a data file (no pickles), with FileNotFoundError / ValueError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable .npz data file ({exc})") from exc
 
 
 def read_protocol(data: Any) -> Dict[str, Any]:
@@ -71,9 +86,9 @@ def simulate(
 ) -> Dict[str, np.ndarray]:
     """Run MD and return (and, with ``output``, write atomically) the data arrays.
 
-    ``pdb``: PDB file (default: the packaged alanine dipeptide). ``n_frames`` frames are recorded, one
-    every ``steps_per_frame`` steps after ``equilibration_steps`` steps; ``temperature`` K, ``friction``
-    1/ps, ``timestep_fs`` fs; ``seed`` seeds both the initial velocities and the Langevin noise (``None``:
+    ``pdb``: PDB file (None: the packaged alanine dipeptide, with a warning). ``n_frames`` frames are
+    recorded, one every ``steps_per_frame`` steps after ``equilibration_steps`` steps; ``temperature``
+    K, ``friction`` 1/ps, ``timestep_fs`` fs; ``seed`` seeds both the initial velocities and the Langevin noise (``None``:
     OpenMM picks one). ``dcd``: also write the frames as a DCD trajectory (atomically, with the npz).
     Returns the dict of arrays that is stored in the ``.npz`` (see the module docstring); the measured
     production speed is under the key ``ms_per_step`` (not stored).
@@ -83,6 +98,12 @@ def simulate(
 
     if n_frames < 1 or steps_per_frame < 1 or equilibration_steps < 0:
         raise ValueError("need n_frames >= 1, steps_per_frame >= 1 and equilibration_steps >= 0")
+    if pdb is None:
+        import warnings
+
+        from ..errors import SmoothflowWarning
+
+        warnings.warn("no PDB file given: simulating the packaged alanine dipeptide", SmoothflowWarning, stacklevel=2)
     pdb_path = systems.alanine_dipeptide_pdb() if pdb is None else Path(pdb)
     pdbfile = systems.load_pdb(pdb_path)
     forcefield = (forcefield,) if isinstance(forcefield, str) else tuple(forcefield)
@@ -100,6 +121,7 @@ def simulate(
     context.setPositions(pdbfile.positions)
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context)
+    start_xyz = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     if seed is not None:
         context.setVelocitiesToTemperature(temperature * unit.kelvin, int(seed))
     else:
@@ -166,15 +188,13 @@ def simulate(
         ms_per_step = 1e3 * (time.perf_counter() - start) / (n_frames * steps_per_frame)
         protocol["ms_per_step"] = ms_per_step
 
-        atoms = list(pdbfile.topology.atoms())
         data: Dict[str, np.ndarray] = {
             "positions": positions,
             "forces": forces,
             "energies": energies,
             "temperature": np.float64(temperature),
             "time": np.arange(1, n_frames + 1, dtype=np.float64) * steps_per_frame * timestep_fs * 1e-3,
-            "elements": np.array([a.element.symbol if a.element is not None else "" for a in atoms]),
-            "atom_names": np.array([a.name for a in atoms]),
+            **molecule.data_entries(pdbfile.topology, start_xyz),
             "protocol": np.array(json.dumps(protocol, sort_keys=True)),
         }
         if not np.all(np.isfinite(energies)):

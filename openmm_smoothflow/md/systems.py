@@ -1,4 +1,5 @@
-"""Molecular systems: the packaged alanine dipeptide, the classical force field, platforms, contexts.
+"""Molecular systems: the packaged alanine dipeptide, the classical force field, platforms, contexts
+(the molecule of a data file or a model: :mod:`.molecule`).
 
 Only ``openmm`` and ``numpy`` are imported here (never torch): the evaluation worker processes of
 :mod:`openmm_smoothflow.training.target` run :func:`_worker_main` from this module, and a spawned worker
@@ -37,9 +38,16 @@ def alanine_dipeptide_pdb() -> Path:
     return path
 
 
-def load_pdb(path: Optional[PathLike] = None) -> app.PDBFile:
-    """Read a PDB file (default: the packaged alanine dipeptide)."""
-    path = alanine_dipeptide_pdb() if path is None else Path(path)
+def load_pdb(path: PathLike):
+    """Read a PDB file (``app.PDBFile``), or the molecule a data file (``.npz``) carries
+    (:class:`.molecule.Molecule`: ``topology`` and ``positions`` as a PDBFile has them)."""
+    if path is None:
+        raise ValueError("no molecule: give a PDB file (--pdb)")
+    path = Path(path)
+    if path.suffix == ".npz":
+        from .molecule import from_data
+
+        return from_data(path)
     if not path.is_file():
         raise FileNotFoundError(f"PDB file not found: {path}")
     return app.PDBFile(str(path))

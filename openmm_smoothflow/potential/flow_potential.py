@@ -165,7 +165,9 @@ class FlowPotential:
         meta = self.metadata
         generator = BoltzmannGenerator(ZMatrix.from_dict(meta["zmatrix"]), meta["elements"], meta["config"])
         stored = self.module.state_dict()  # TorchScript also lists non-persistent buffers: take ours only
-        generator.to(torch.float64).load_state_dict({k: stored["generator." + k] for k in generator.state_dict()})
+        # entries the file predates (a ring restraint's range) keep the generator's defaults (R = 0)
+        generator.to(torch.float64).load_state_dict({k: stored.get("generator." + k, v)
+                                                     for k, v in generator.state_dict().items()})
         return generator.eval()
 
     def module_in(self, precision: Optional[str] = None) -> torch.jit.ScriptModule:

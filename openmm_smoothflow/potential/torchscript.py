@@ -7,8 +7,9 @@ temperature. With box vectors (openmm-torch passes them when the TorchForce uses
 conditions) the molecule is first made whole by minimum image along its Z-matrix bonds
 (:class:`.periodic.MakeWhole`), so every periodic image of every atom gives the same energy and forces. The module
 carries its metadata as a JSON string attribute ``metadata`` (atom count, element symbols in order,
-temperature, IC ranges, model kind, provenance; atom and residue names and the bond graph where
-known), readable with plain ``torch.jit.load``.
+temperature, IC ranges, model kind, provenance; atom names, residue names and indices and the bond
+graph where known; ``molecule_pdb``, the PDB text of the molecule at a start structure, when the
+export was given one), readable with plain ``torch.jit.load``.
 """
 
 import json
@@ -50,7 +51,8 @@ class EnergyModule(nn.Module):
 
 
 def export(generator: nn.Module, path: PathLike, provenance: Optional[Dict[str, Any]] = None,
-           dtype: torch.dtype = torch.float64, analytic_gradient: Optional[bool] = None) -> Dict[str, Any]:
+           dtype: torch.dtype = torch.float64, analytic_gradient: Optional[bool] = None,
+           molecule_pdb: Optional[str] = None) -> Dict[str, Any]:
     """Script the generator's energy and write it atomically to ``path``; returns the metadata.
 
     ``dtype`` is the precision the flow computes in (float64 by default: NVE energy conservation wants
@@ -58,17 +60,19 @@ def export(generator: nn.Module, path: PathLike, provenance: Optional[Dict[str, 
     ``analytic_gradient`` (default: wherever the transforms support it, i.e. the smooth flow): the
     module computes its force by a hand-written reverse pass through the coupling layers
     (``BoltzmannGenerator.use_analytic_gradient``), several times faster per MD step than autograd;
-    the exported energy is then differentiable once only (forces, not Hessians).
+    the exported energy is then differentiable once only (forces, not Hessians). ``molecule_pdb``: PDB
+    text of the molecule (``md.molecule.pdb_text``), stored in the metadata so that ``smoothflow md``
+    finds the topology and a start structure in the model.
     """
-    scripted, metadata = script_energy(generator, provenance, dtype, analytic_gradient)
+    scripted, metadata = script_energy(generator, provenance, dtype, analytic_gradient, molecule_pdb)
     with atomic_write(path) as tmp:
         scripted.save(str(tmp))
     return metadata
 
 
 def script_energy(generator: nn.Module, provenance: Optional[Dict[str, Any]] = None,
-                  dtype: torch.dtype = torch.float64, analytic_gradient: Optional[bool] = None
-                  ) -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
+                  dtype: torch.dtype = torch.float64, analytic_gradient: Optional[bool] = None,
+                  molecule_pdb: Optional[str] = None) -> Tuple[torch.jit.ScriptModule, Dict[str, Any]]:
     """The scripted energy module :func:`export` writes (same arguments), in memory, and its metadata."""
     import copy
 
@@ -84,6 +88,8 @@ def script_energy(generator: nn.Module, provenance: Optional[Dict[str, Any]] = N
     metadata.update(format=FORMAT, dtype=str(dtype).replace("torch.", ""), provenance=provenance or {},
                     analytic_gradient=bool(analytic_gradient))
     metadata.update(topology_metadata(generator.zmatrix))
+    if molecule_pdb is not None:
+        metadata["molecule_pdb"] = str(molecule_pdb)
     module = EnergyModule(module_generator, kT_kjmol(metadata["temperature"]), metadata, dtype)
     return torch.jit.script(module), metadata
 
@@ -93,12 +99,15 @@ REQUIRED_KEYS = ("atom_count", "elements", "temperature")
 
 def topology_metadata(zmatrix) -> Dict[str, Any]:
     """What an export records of its molecule for ``FlowPotential.checkTopology``: ``atom_names``,
-    ``residue_names`` (per atom) and ``bonds`` (the bond graph, index pairs) where the Z-matrix knows them."""
+    ``residue_names`` and ``residue_indices`` (per atom) and ``bonds`` (the bond graph, index pairs)
+    where the Z-matrix knows them."""
     out: Dict[str, Any] = {}
     if zmatrix.atom_names is not None:
         out["atom_names"] = list(zmatrix.atom_names)
     if zmatrix.residue_names is not None:
         out["residue_names"] = list(zmatrix.residue_names)
+    if getattr(zmatrix, "residue_indices", None) is not None:
+        out["residue_indices"] = [int(i) for i in zmatrix.residue_indices]
     if zmatrix.graph_bonds is not None:
         out["bonds"] = sorted(sorted([int(a), int(b)]) for a, b in zmatrix.graph_bonds)
     return out

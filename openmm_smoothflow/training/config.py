@@ -20,7 +20,8 @@ from ..flows.generator import KINDS
 @dataclass
 class TrainConfig:
     data: List[str] = field(default_factory=list)  # .npz files (format of `smoothflow simulate`)
-    pdb: Optional[str] = None             # topology; default: the packaged alanine dipeptide
+    pdb: Optional[str] = None             # molecule: a PDB file, or a data file that carries it; default
+                                          # (set by validate): the first data file's molecule
     out: str = "runs/smoothflow"          # run directory: last.pt, best.pt, metrics.jsonl, config.json
     kind: str = "smooth"                  # one of flows.generator.KINDS: smooth | spline | affine
     inverted: bool = False                # paper section 6.4 orientation (analytic sampling)
@@ -53,8 +54,11 @@ class TrainConfig:
                                           # e.g. NLL pre-training, then force matching
 
     def validate(self) -> None:
+        """ValueError naming the first invalid field; resolves ``pdb`` (None: the first data file)."""
         if not self.data:
             raise ValueError("no training data: give --data FILE.npz (see `smoothflow simulate`)")
+        if self.pdb is None:  # the data carry their molecule (md/molecule.py); never a default molecule
+            self.pdb = str(self.data[0])
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.on_nonfinite not in ("stop", "skip"):

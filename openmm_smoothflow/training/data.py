@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..md.sampling import open_data
 from ..units import PathLike, kT
 
 _TEMPERATURE_RTOL = 1e-6
@@ -92,13 +93,7 @@ def load_md_data(
     first = None
     offset = 0
     for path in files:
-        if not path.is_file():
-            raise FileNotFoundError(f"data file not found: {path}")
-        try:
-            npz = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise ValueError(f"{path}: not a readable .npz data file ({exc})") from exc
-        with npz:
+        with open_data(path) as npz:
             keys = set(npz.files)
             if "positions" not in keys:
                 raise ValueError(f"{path}: no 'positions' array (keys: {sorted(keys)})")
@@ -126,6 +121,10 @@ def load_md_data(
             energies.append(_optional(npz, "energies", pos.shape[:1], stride, path))
             _check_finite(forces[-1], "forces", path, stride)
             _check_finite(energies[-1], "energies", path, stride)
+            for key, known in (("atom_names", atom_names), ("elements", elements)):
+                if key in keys and known is not None and [str(a) for a in npz[key]] != known:
+                    raise ValueError(f"{path}: its {key.replace('_', ' ')} differ from those of an earlier file: "
+                                     "the files hold different molecules")
             if atom_names is None and "atom_names" in keys:
                 atom_names = [str(a) for a in npz["atom_names"]]
             if elements is None and "elements" in keys:

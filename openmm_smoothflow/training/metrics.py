@@ -66,8 +66,8 @@ def sample_metrics(generator, target, n_samples: int) -> Dict[str, float]:
 
     ``target(x)`` gives the target energy (B,) in kT for positions (B, N, 3) nm.
     """
-    with torch.no_grad():
-        x, log_q = generator.sample(n_samples)
+    with torch.no_grad():  # exact samples of the flow's density (with rings: the restrained one)
+        x, log_q, _ = generator.sample_restrained(n_samples)
         u = target(x.to(torch.float64)).to(log_q.dtype)
     return importance_metrics(u, log_q)
 

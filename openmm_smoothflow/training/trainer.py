@@ -62,7 +62,7 @@ class Trainer:
     def __init__(self, config: TrainConfig, log=print, overwrite: bool = False, progress: bool = True):
         from ..flows.generator import BoltzmannGenerator, default_config
         from ..flows.ic import zmatrix_from_topology
-        from ..md.systems import alanine_dipeptide_pdb, load_pdb
+        from ..md.systems import load_pdb
         from .data import check_split, load_md_data, split_blocks
 
         config.validate()
@@ -87,7 +87,7 @@ class Trainer:
         if self.data.forces is not None:
             self.forces_kt = torch.as_tensor(self.data.forces_kT(), dtype=self.dtype)
 
-        pdb = load_pdb(config.pdb or alanine_dipeptide_pdb())
+        pdb = load_pdb(config.pdb)  # validate() resolved it: a PDB file or the data's molecule
         self.topology = pdb.topology
         if pdb.topology.getNumAtoms() != self.positions.shape[1]:
             raise ValueError(f"topology has {pdb.topology.getNumAtoms()} atoms, data {self.positions.shape[1]}")
@@ -95,6 +95,8 @@ class Trainer:
         gen_config = default_config(**{**config.model, "kind": config.kind, "inverted": config.inverted,
                                        "temperature": self.data.temperature})
         self.generator = BoltzmannGenerator(zmatrix_from_topology(pdb.topology), elements, gen_config).to(self.dtype)
+        # rings: the restraint's flat bottom spans the training frames (R = 0 on each; no-op without rings)
+        self.generator.fit_ring_restraint(self.positions[torch.as_tensor(self.train_idx)])
         if config.init:
             start, _ = load_generator(config.init)
             if start.config != self.generator.config:

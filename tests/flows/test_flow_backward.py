@@ -137,15 +137,43 @@ def test_generator_backward_equals_autograd(case, dtype, ala2_generator, ala2_po
         x = geometry(case, ala2_positions, generator.zmatrix).to(dtype)
         if case in ("stretched", "compressed", "scaled"):  # the case exercises the wall
             assert bool((wall_energy(generator, x) > 1.0).all())
-        with torch.no_grad():
-            energy, got = generator._energy_and_gradient(x)
-        xa = x.clone().requires_grad_(True)
-        want_energy = generator(xa)
-        (want,) = torch.autograd.grad(want_energy.sum(), xa)
-        assert torch.equal(energy, want_energy.detach())
-        assert_relative(got, want, dtype, case)
+        assert_backward_equals_autograd(generator, x, dtype, case)
     finally:
         generator.double()
+
+
+def assert_backward_equals_autograd(generator, x, dtype, what=""):
+    """``_energy_and_gradient`` against autograd of ``forward``: the same energy, gradients to REL; returns
+    the autograd gradient."""
+    with torch.no_grad():
+        energy, got = generator._energy_and_gradient(x)
+    xa = x.clone().requires_grad_(True)
+    want_energy = generator(xa)
+    (want,) = torch.autograd.grad(want_energy.sum(), xa)
+    assert torch.equal(energy, want_energy.detach())
+    assert_relative(got, want, dtype, what)
+    return want
+
+
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_generator_backward_with_the_ring_restraint(dtype):
+    """ACE-PRO-NME: the ring restraint (flows/rings.py) on the closing bond CG-CD, inside its range and
+    0.05 nm past it, where its pull dominates the force."""
+    from pathlib import Path
+
+    from openmm import app, unit
+
+    from openmm_smoothflow.flows.rings import ring_closures
+
+    pro = app.PDBFile(str(Path(__file__).resolve().parent.parent / "data" / "ace-pro-nme.pdb"))
+    x0 = torch.tensor(pro.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=F64)
+    x = x0 + 0.003 * torch.randn(5, *x0.shape, generator=seeded(4), dtype=F64)
+    generator = randomize(BoltzmannGenerator.from_topology(pro.topology, **SMALL).double(), 0.1, seed=3)
+    generator.fit_ring_restraint(x[:2])
+    a, b = ring_closures(generator.zmatrix)[0]
+    x[2:, b] += 0.05 * (x[2:, b] - x[2:, a]) / torch.linalg.norm(x[2:, b] - x[2:, a], dim=-1, keepdim=True)
+    want = assert_backward_equals_autograd(generator.to(dtype), x.to(dtype), dtype, "ring restraint")
+    assert float(want[2:, b].norm(dim=-1).min()) > 1e3
 
 
 def test_generator_backward_chain_topology_with_every_coordinate_outside():

@@ -13,13 +13,14 @@ from openmm_smoothflow.md import sampling, systems
 from openmm_smoothflow.md.sampling import read_protocol, simulate
 
 SHORT = dict(steps_per_frame=10, equilibration_steps=20, seed=7, progress=False)
+ALA2 = systems.alanine_dipeptide_pdb()
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim")
     path, dcd = out / "data.npz", out / "traj.dcd"
-    result = simulate(None, 3, output=path, dcd=dcd, **SHORT)
+    result = simulate(ALA2, 3, output=path, dcd=dcd, **SHORT)
     return path, dcd, result
 
 
@@ -49,7 +50,9 @@ def test_get_platform_error_lists_available():
 def test_file_keys_dtypes_shapes(run):
     path, _, result = run
     with np.load(path) as d:
-        assert {"positions", "forces", "energies", "temperature", "protocol", "elements", "atom_names"} <= set(d.files)
+        assert {"positions", "forces", "energies", "temperature", "protocol", "elements", "atom_names",
+                "molecule_pdb", "bonds"} <= set(d.files)
+        assert d["bonds"].shape == (21, 2) and str(d["molecule_pdb"]).count("CONECT") == 22
         assert d["positions"].dtype == np.float32 and d["positions"].shape == (3, 22, 3)
         assert d["forces"].dtype == np.float32 and d["forces"].shape == (3, 22, 3)
         assert d["energies"].dtype == np.float64 and d["energies"].shape == (3,)
@@ -66,7 +69,7 @@ def test_forces_and_energies_match_openmm(run):
     path, _, _ = run
     with np.load(path) as d:
         pos, forces, energies = d["positions"], d["forces"], d["energies"]
-    pdb = systems.load_pdb()
+    pdb = systems.load_pdb(ALA2)
     context = openmm.Context(
         systems.classical_system(pdb.topology), openmm.VerletIntegrator(0.001), systems.get_platform("Reference")
     )
@@ -103,7 +106,7 @@ def test_dcd_readable_by_mdtraj(run):
 
 def test_seed_reproducible(run):
     _, _, result = run
-    again = simulate(None, 3, **SHORT)
+    again = simulate(ALA2, 3, **SHORT)
     np.testing.assert_array_equal(again["positions"], result["positions"])
 
 
@@ -117,7 +120,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sampling.np, "savez", broken_savez)
     with pytest.raises(OSError, match="disk full"):
-        simulate(None, 2, output=out, dcd=tmp_path / "traj.dcd", **SHORT)
+        simulate(ALA2, 2, output=out, dcd=tmp_path / "traj.dcd", **SHORT)
     assert out.read_bytes() == b"old"
     assert sorted(os.listdir(tmp_path)) == ["data.npz"]  # no temporary files, no DCD
 
@@ -129,7 +132,8 @@ def test_cli(tmp_path, capsys):
     argv = ["simulate", "-o", str(out), "-n", "2", "--steps-per-frame", "5", "--equilibration-steps", "0",
             "--no-progress", "--temperature", "310", "--seed", "3"]
     assert main(argv) == 0
-    assert "ms per MD step" in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "ms per MD step" in said.out and "simulating the packaged alanine dipeptide" in said.err
     with np.load(out) as d:
         assert d["positions"].shape == (2, 22, 3) and float(d["temperature"]) == 310.0
     assert read_protocol(out)["seed"] == 3

@@ -104,8 +104,9 @@ def test_units():
 
 def test_load_simulated_file(tmp_path):
     from openmm_smoothflow.md.sampling import simulate
+    from openmm_smoothflow.md.systems import alanine_dipeptide_pdb
 
-    simulate(None, 2, output=tmp_path / "sim.npz", steps_per_frame=5, equilibration_steps=0, progress=False)
+    simulate(alanine_dipeptide_pdb(), 2, output=tmp_path / "sim.npz", steps_per_frame=5, equilibration_steps=0, progress=False)
     data = load_md_data(tmp_path / "sim.npz", require_forces=True)
     assert data.positions.shape == (2, 22, 3) and data.atom_names[1] == "CH3" and data.elements[1] == "C"
     assert data.energies_kT().shape == (2,)

@@ -26,12 +26,12 @@ T = 300.0
 
 @pytest.fixture(scope="module")
 def system():
-    return systems.classical_system(systems.load_pdb().topology)
+    return systems.classical_system(systems.load_pdb(systems.alanine_dipeptide_pdb()).topology)
 
 
 @pytest.fixture(scope="module")
 def positions():
-    pdb = systems.load_pdb()
+    pdb = systems.load_pdb(systems.alanine_dipeptide_pdb())
     x0 = torch.tensor(np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer)))
     gen = torch.Generator().manual_seed(0)
     return x0[None] + 0.005 * torch.randn(6, 22, 3, generator=gen, dtype=torch.float64)
@@ -180,7 +180,7 @@ _SCRIPT = textwrap.dedent(
     from openmm import unit
     from openmm_smoothflow.md import systems
     from openmm_smoothflow.training.target import OpenMMTarget
-    pdb = systems.load_pdb()
+    pdb = systems.load_pdb(systems.alanine_dipeptide_pdb())
     x = torch.tensor(pdb.getPositions(asNumpy=True).value_in_unit(unit.nanometer))[None].repeat(64, 1, 1)
     target = OpenMMTarget(systems.classical_system(pdb.topology), 300.0, n_workers=2)
     print(json.dumps(target.worker_pids), flush=True)
