@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from openmm_smoothflow import cli
 
@@ -40,6 +41,10 @@ def test_cli_pipeline_without_a_molecule_flag(name, atoms, tmp_path, capsys, mon
     assert 0.0 <= metrics["broken_bond_fraction"] <= 1.0 and "C-H" in metrics["broken_bond_fraction_by_type"]
     if name == "ace-pro-nme":  # a ring: samples are exact draws of the restrained density (rejection)
         assert 0.0 < metrics["ring_acceptance"] <= 1.0 and metrics["ring_log_z"] <= 0.0
+        from openmm_smoothflow.training.checkpoint import load_generator
+
+        rings = load_generator(tmp_path / "run" / "best.pt")[0].rings  # the trainer fitted the flat bottom
+        assert rings.n_pairs > 0 and bool(torch.isfinite(rings.hi).all()) and bool((rings.lo > 0.1).all())
     else:
         assert metrics["ring_acceptance"] == 1.0 and metrics["ring_log_z"] == 0.0
     assert (tmp_path / "evaluate" / "ramachandran.png").read_bytes()[:4] == b"\x89PNG"
