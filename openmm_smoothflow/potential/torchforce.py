@@ -43,9 +43,9 @@ def torch_force(module: torch.jit.ScriptModule, atoms: Optional[Iterable[int]] =
 
     Exports with the hand-written gradient pass (``metadata["analytic_gradient"]``, the smooth flow) run
     as :class:`EnergyForces` with ``setOutputsForces(True)``: the module returns the forces itself, so
-    openmm-torch asks no autograd of it (positions without ``requires_grad``: no autograd graph, no
-    differentiable-graph bookkeeping of the TorchScript executor; about a third fewer operations per
-    step). Other exports return the energy and openmm-torch differentiates it.
+    openmm-torch runs no autograd backward and the pass builds no graph (6,646 operations per MD step
+    against 8,406 for the differentiated energy). Other exports return the energy and openmm-torch
+    differentiates it.
     """
     from .periodic import WithBox, takes_box
 
@@ -246,7 +246,7 @@ class EnergyForces(nn.Module):
         scale = arg2 if self.periodic else arg1
         # all of it without grad: openmm-torch hands positions that require grad, and any op on them
         # outside no_grad makes the TorchScript executor wrap the whole pass in differentiable graphs
-        # (one detach per operation, +50% operations)
+        # (one detach per operation: +26% operations inside OpenMM, +55% when called from Python)
         with torch.no_grad():
             x = positions.index_select(0, self.atoms) if self.subset else positions
             if not bool(torch.isfinite(x).all()):
