@@ -51,20 +51,18 @@ def torch_force(module: torch.jit.ScriptModule, atoms: Optional[Iterable[int]] =
 
     openmmtorch = import_openmmtorch()
     install_copy_hooks()
-    if has_force_pass(module):
-        force = openmmtorch.TorchForce(torch.jit.script(EnergyForces(module, atoms, periodic, scale is not None)))
-        force.setOutputsForces(True)
-        force.setUsesPeriodicBoundaryConditions(bool(periodic))
+    outputs_forces = has_force_pass(module)
+    if outputs_forces:
+        module = torch.jit.script(EnergyForces(module, atoms, periodic, scale is not None))
+    else:
+        if not takes_box(module) and (periodic or atoms is not None or scale is not None):
+            module = torch.jit.script(WithBox(module))
+        if atoms is not None:
+            module = torch.jit.script(_AtomSubset(module, list(atoms)))
         if scale is not None:
-            force.addGlobalParameter(scale, 1.0)
-        return force
-    if not takes_box(module) and (periodic or atoms is not None or scale is not None):
-        module = torch.jit.script(WithBox(module))
-    if atoms is not None:
-        module = torch.jit.script(_AtomSubset(module, list(atoms)))
-    if scale is not None:
-        module = torch.jit.script(_ScaledPeriodic(module) if periodic else _Scaled(module))
+            module = torch.jit.script(_ScaledPeriodic(module) if periodic else _Scaled(module))
     force = openmmtorch.TorchForce(module)
+    force.setOutputsForces(outputs_forces)
     force.setUsesPeriodicBoundaryConditions(bool(periodic))
     if scale is not None:
         force.addGlobalParameter(scale, 1.0)
