@@ -92,6 +92,10 @@ def sample_metrics(generator, xs: Tensor, log_q: Tensor, u_samples: Tensor, f_sa
 
     metrics: Dict[str, Any] = {"samples": int(len(xs))}
     metrics.update({k.replace("val_", ""): v for k, v in importance_metrics(u_samples, log_q).items()})
+    log_w = -(u_samples + log_q)
+    log_w = log_w[torch.isfinite(log_w)]
+    # the largest normalised importance weight: one sample with most of the weight is what drives a low ESS
+    metrics["largest_weight"] = float(torch.softmax(log_w, 0).max()) if len(log_w) else float("nan")
     metrics["samples_outside"] = generator.count_outside(xs)
     ok = torch.isfinite(u_samples)
     if max_energy_kt is not None:
@@ -130,10 +134,12 @@ def write_figures(out_dir: Path, generator, topology, x: Tensor, forces_kt: Opti
 
 
 def evaluate(checkpoint: str, data_paths, out_dir: Path, n_frames: int = 5000, n_samples: int = 5000,
-             threads: int = 0, progress: bool = True, pdb: Optional[PathLike] = None) -> Dict[str, Any]:
+             threads: int = 0, progress: bool = True, pdb: Optional[PathLike] = None,
+             seed: int = 0) -> Dict[str, Any]:
     """Metrics of ``checkpoint`` (training checkpoint or export) on ``data_paths`` and ``n_samples`` flow
-    samples; writes the figures and ``metrics.json`` to ``out_dir`` and returns the metrics. The
-    molecule is the data's (``pdb``: a PDB file overriding it)."""
+    samples (drawn with ``seed``: the same seed gives the same samples); writes the figures and
+    ``metrics.json`` to ``out_dir`` and returns the metrics. The molecule is the data's (``pdb``: a PDB
+    file overriding it)."""
     from ..md.molecule import check_atoms, load_molecule
     from ..md.systems import classical_system
     from ..training.data import load_md_data
@@ -158,8 +164,10 @@ def evaluate(checkpoint: str, data_paths, out_dir: Path, n_frames: int = 5000, n
                                "held_out_frames": int(len(idx))}
     metrics.update({k.replace("val_", ""): v for k, v in data_metrics(generator, x, forces_kt).items()})
     topology = molecule.topology
-    xs, log_q, rejection = draw_samples(generator, n_samples)
-    metrics.update({"ring_acceptance": rejection["acceptance"], "ring_log_z": rejection["log_z"],
+    with torch.random.fork_rng():  # seeded samples, the caller's random state untouched
+        torch.manual_seed(seed)
+        xs, log_q, rejection = draw_samples(generator, n_samples)
+    metrics.update({"seed": seed, "ring_acceptance": rejection["acceptance"], "ring_log_z": rejection["log_z"],
                     "ring_log_z_se": rejection["log_z_se"]})
     with OpenMMTarget(classical_system(topology), data.temperature) as target:
         u_samples, f_samples = target.energy_and_force(xs)

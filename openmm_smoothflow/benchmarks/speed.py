@@ -189,7 +189,6 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
     from ..md.molecule import load_molecule
     from ..md.systems import alanine_dipeptide_pdb, available_platforms, classical_system
     from ..potential import FlowPotential, export
-    from ..potential.aoti import aoti_energy
 
     torch.set_num_threads(threads)
     wanted, platforms = list(platforms), [p for p in platforms if p in available_platforms()]
@@ -248,20 +247,21 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
 
         if not skip_compiled:
             jobs.append(("smooth", "compiled", "Reference", "float64", compiled_system))
-        aoti: List[Any] = []  # one aoti System; the package is built once per model (cached on disk)
+        aoti: Dict[str, Any] = {}  # dtype -> (System, AOTIEnergy); each package built once per model (cached on disk)
 
-        def aoti_system():
-            if not aoti:
+        def aoti_system(dtype: str = "float64"):
+            if dtype not in aoti:
                 potential = FlowPotential(paths["smooth64"])
+                precision = "single" if dtype == "float32" else "double"
                 start = time.perf_counter()
-                potential._aoti = aoti_energy(potential.module, potential.generator, name="the paper-size model")
-                print(f"  (aoti package ready after {time.perf_counter() - start:.0f} s)", flush=True)
-                aoti.append(potential.createSystem(topology, backend="aoti"))
-                aoti.append(potential._aoti)
-            return aoti[0]
+                system = potential.createSystem(topology, backend="aoti", precision=precision)
+                print(f"  (aoti {dtype} package ready after {time.perf_counter() - start:.0f} s)", flush=True)
+                aoti[dtype] = (system, potential._aoti[potential.dtype_of(precision)])
+            return aoti[dtype][0]
 
         if not skip_aoti:
-            jobs.append(("smooth", "aoti", "Reference", "float64", aoti_system))
+            for dtype in ("float64", "float32"):
+                jobs.append(("smooth", "aoti", "Reference", dtype, lambda dtype=dtype: aoti_system(dtype)))
         jobs.append(("spline", "torchforce", reference, "float64",
                      lambda: FlowPotential(paths["spline64"]).createSystem(topology)))
         if model is not None:  # the given model itself
@@ -282,14 +282,15 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
             rows.append(row)
             print(format_table([row]).splitlines()[-1], flush=True)
 
-        if aoti:  # the aoti package's batch-1 energy+force outside OpenMM (numpy in and out)
-            outside["smooth/aoti"] = time_call(lambda: aoti[1](x0))
-            print(f"\n  smooth/aoti (outside OpenMM)   {outside['smooth/aoti']['ms']:7.3f} ms "
-                  f"(best {outside['smooth/aoti']['best_ms']:.3f})")
+        for dtype, (_, energy) in aoti.items():  # the aoti packages' batch-1 energy+force outside OpenMM (numpy)
+            name = "smooth/aoti" + ("" if dtype == "float64" else f"-{dtype}")
+            outside[name] = time_call(lambda energy=energy: energy(x0))
+            print(f"\n  {name + ' (outside OpenMM)':<30} {outside[name]['ms']:7.3f} ms (best {outside[name]['best_ms']:.3f})")
 
-        # -- compiled and aoti backends vs TorchForce at the same positions
+        # -- compiled and aoti backends vs TorchForce (float64) at the same positions
         check: Dict[str, Any] = {}
-        built = {"compiled": compiled_system if compiled else None, "aoti": aoti_system if aoti else None}
+        built = {"compiled": compiled_system if compiled else None}
+        built.update({"aoti" + ("" if d == "float64" else f"-{d}"): (lambda d=d: aoti_system(d)) for d in aoti})
         rng = np.random.default_rng(SEED)
         frames = [x0, x0 + 0.005 * rng.standard_normal(x0.shape)]
         for backend, system in built.items():
@@ -304,7 +305,7 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
                                                         force_max_abs=float(np.abs(f_tf).max()))
             worst_e = max(c["energy_abs_diff"] for c in check[backend].values())
             worst_f = max(c["force_max_abs_diff"] for c in check[backend].values())
-            print(f"\n{backend} vs TorchForce (float64, Reference, {len(frames)} configurations): max |dE| = "
+            print(f"\n{backend} vs TorchForce (float64 export, Reference, {len(frames)} configurations): max |dE| = "
                   f"{worst_e:.2e} kJ/mol, max |dF| = {worst_f:.2e} kJ/mol/nm")
 
     print("\n" + format_table(rows))

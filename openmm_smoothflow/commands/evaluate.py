@@ -11,6 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--pdb", default=None, help="PDB file of the molecule (default: the one the data carry)")
     parser.add_argument("--frames", type=positive_int, default=5000, help="held-out frames to evaluate")
     parser.add_argument("--samples", type=positive_int, default=5000, help="flow samples for KL / ESS")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the flow samples (default 0)")
     parser.add_argument("--threads", type=non_negative_int, default=0)
     parser.add_argument("--out", default="evaluate", help="output directory (metrics.json, PNGs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -20,7 +21,7 @@ def run(args) -> int:
     from ..analysis.evaluate import evaluate
 
     metrics = evaluate(args.checkpoint, args.data, Path(args.out), args.frames, args.samples, args.threads,
-                       progress=not args.no_progress, pdb=args.pdb)
+                       progress=not args.no_progress, pdb=args.pdb, seed=args.seed)
     for key, value in metrics.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in value.items())

@@ -22,7 +22,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--csv", default=None, help="StateDataReporter CSV file")
     parser.add_argument("--dcd", default=None, help="DCD trajectory file")
     parser.add_argument("--platform", default="Reference", help="OpenMM platform (Reference, CPU, CUDA, ...)")
-    parser.add_argument("--seed", type=int, default=0, help="velocity and thermostat seed")
+    parser.add_argument("--backend", choices=["torchforce", "compiled", "aoti"], default="torchforce",
+                        help="the flow force: torchforce (openmm-torch, default), compiled, or aoti (fastest on "
+                        "CPU; built once per model, minutes, then cached)")
+    parser.add_argument("--precision", choices=["single", "double"], default=None,
+                        help="the dtype the flow computes in (default: the model file's)")
+    parser.add_argument("--seed", type=int, default=0, help="velocity and thermostat seed (0: OpenMM draws a new one every run)")
     parser.add_argument("--minimize", action="store_true", help="minimise the energy before MD")
     health = parser.add_argument_group("health checks (a failed check stops the run with exit code 1)")
     health.add_argument("--check-every", type=int, default=100, help="steps between health checks (default %(default)s)")
@@ -47,7 +52,8 @@ def run(args) -> int:
     result = run_md(args.model, args.pdb, args.integrator, args.temperature, args.friction, args.step, args.steps,
                     args.report_every, args.csv, args.dcd, args.platform, args.seed, args.minimize,
                     check_every=args.check_every, limits=limits, last_good=args.last_good,
-                    progress=not getattr(args, "no_progress", False))
+                    progress=not getattr(args, "no_progress", False), backend=args.backend,
+                    precision=args.precision)
     print(f"ran {result['steps_done']} steps of {args.integrator} MD ({result['steps_done'] * args.step / 1000:.3f} ps); "
           f"final Epot {result['epot']:.3f} kJ/mol, Etot {result['etot']:.3f} kJ/mol; mean T "
           f"{result['mean_temperature']:.1f} K; {result['checks']} health checks passed"

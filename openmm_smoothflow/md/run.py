@@ -59,7 +59,7 @@ def run_md(model: PathLike, pdb: Optional[PathLike] = None, integrator: str = "l
            report_every: int = 100, csv: Optional[PathLike] = None, dcd: Optional[PathLike] = None,
            platform: str = "Reference", seed: int = 0, minimize: bool = False, check_every: int = 100,
            limits: Optional[HealthLimits] = None, last_good: Optional[PathLike] = None,
-           progress: bool = True) -> Dict[str, Any]:
+           progress: bool = True, backend: str = "torchforce", precision: Optional[str] = None) -> Dict[str, Any]:
     """Run ``steps`` MD steps of the exported flow ``model`` from ``pdb`` (a PDB file or a data file that
     carries its molecule; default: the molecule and start structure stored in the model, :mod:`.molecule`).
 
@@ -68,6 +68,8 @@ def run_md(model: PathLike, pdb: Optional[PathLike] = None, integrator: str = "l
     reporters write every ``report_every`` steps. Every ``check_every`` steps the state goes through the
     health checks of :mod:`.health` (bounds ``limits``): on a failed check (or an OpenMM error) the last
     good state is written to ``last_good``.pdb/.xml (when given) and :class:`MDHealthError` is raised.
+    ``backend``/``precision``: the flow force's (:meth:`FlowPotential.createForce`; "aoti" the fastest
+    on CPU, built once per model and cached).
     Warnings (support, temperature) go through ``warnings.warn`` (:class:`SmoothflowWarning`).
 
     Returns ``steps_done``, the final ``epot``/``etot`` kJ/mol, ``finite`` (True), ``checks``,
@@ -88,7 +90,7 @@ def run_md(model: PathLike, pdb: Optional[PathLike] = None, integrator: str = "l
     potential = FlowPotential(model)
     pdbfile = load_molecule(pdb) if pdb is not None else from_metadata(potential.metadata, str(model))
     pdbfile.start_structure()  # ValueError naming the file when it has none
-    system = potential.createSystem(pdbfile.topology)
+    system = potential.createSystem(pdbfile.topology, backend=backend, precision=precision)
     temperature_k = potential.temperature if temperature is None else float(temperature)
     dt = step_fs * unit.femtoseconds
     if integrator == "langevin":

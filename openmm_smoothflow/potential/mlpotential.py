@@ -74,7 +74,7 @@ def _impl_class():
 
             self.options = _options(args, {"backend": "torchforce", "precision": None}, "MLPotential()")
             self.potential = FlowPotential(modelPath)
-            self.potential.module_in(self.options["precision"])  # a bad precision fails here, not later
+            self.potential.dtype_of(self.options["precision"])  # a bad precision fails here, not later
 
         def addForces(self, topology, system, atoms, forceGroup, **args) -> None:
             options = _options(args, self.options, "createSystem()/createMixedSystem()")

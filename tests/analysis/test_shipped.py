@@ -81,6 +81,14 @@ def test_evaluate_writes_metrics_and_figures(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text())["kind"] == "spline"
     for png in ("ramachandran.png", "forces.png", "energies.png"):
         assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    assert 1 / 50 <= metrics["largest_weight"] <= 1 and metrics["seed"] == 0
+    # the seed fixes the samples: the same seed reproduces the sample metrics, another one does not
+    again = evaluate(str(packaged("ala2-spline.pt")), [str(packaged("ala2-frames.npz"))], tmp_path / "again",
+                     n_frames=5, n_samples=50, progress=False)
+    other = evaluate(str(packaged("ala2-spline.pt")), [str(packaged("ala2-frames.npz"))], tmp_path / "other",
+                     n_frames=5, n_samples=50, progress=False, seed=1)
+    assert again["kl"] == metrics["kl"] and again["largest_weight"] == metrics["largest_weight"]
+    assert other["kl"] != metrics["kl"]
 
 
 def test_energy_histogram_range_ignores_clashing_samples(tmp_path):

@@ -101,6 +101,16 @@ def test_run_md_healthy_run_reports_its_checks_and_warns_off_temperature():
     assert "MD at 345 K" in result["warnings"][0]
 
 
+def test_run_md_takes_the_force_backend_and_precision():
+    double = run_md(MODEL, steps=20, check_every=10, progress=False, seed=3)
+    single = run_md(MODEL, steps=20, check_every=10, progress=False, seed=3, precision="single")
+    assert single["steps_done"] == 20 and 0 < abs(single["epot"] - double["epot"]) < 1e-3  # same seed, 20 fs
+    with pytest.raises(ValueError, match="backend must be"):
+        run_md(MODEL, steps=10, progress=False, backend="cuda-graphs")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        run_md(MODEL, steps=10, progress=False, precision="half")
+
+
 def test_run_md_stops_and_keeps_the_last_good_state(random_flow, tmp_path):
     """A broken bond at finite energy stops the run; the state of the last passed check is kept."""
     from openmm import app

@@ -1,7 +1,7 @@
 """The aoti backend (AOTInductor package of the hand-written energy+force pass + ``openmm.PythonForce``)
 against the TorchScript export run by the TorchForce, in real OpenMM contexts; built once and cached on
-disk, found again by a new FlowPotential of a re-export of the same weights; a model it cannot build
-falls back to the TorchForce with a warning.
+disk, found again by a new FlowPotential of a re-export of the same weights, one package per precision;
+a model it cannot build falls back to the TorchForce with a warning.
 
 The model is test_compiled's tiny smooth flow (5-atom chain, two coupling layers): its AOTInductor build
 takes about a minute on two busy cores (the paper-size model several minutes, ``bench speed``)."""
@@ -27,13 +27,24 @@ def test_aoti_backend_equals_torchforce_and_is_cached(tmp_path, monkeypatch, cap
     potential = FlowPotential(tmp_path / "tiny.pt")
     e_tf, f_tf = energies_forces(potential.createSystem(topology), frames)
     e_a, f_a = energies_forces(potential.createSystem(topology, backend="aoti"), frames)
-    assert "building the AOTInductor backend" in capsys.readouterr().err
-    assert isinstance(potential._aoti, AOTIEnergy)
+    assert "building the float64 AOTInductor backend" in capsys.readouterr().err
+    assert isinstance(potential._aoti[torch.float64], AOTIEnergy)
     assert np.abs(e_tf[2:] - e_tf[:2].max()).min() > 100.0  # the wall is in play for the last two
     np.testing.assert_allclose(e_a, e_tf, rtol=1e-10, atol=1e-9)
     np.testing.assert_allclose(f_a, f_tf, rtol=1e-8, atol=1e-8 * np.abs(f_tf).max())
     packages = list((tmp_path / "cache" / "aoti").glob("*.pt2"))
     assert len(packages) == 1
+
+    # precision="single": a second package, the flow in float32 (float64 positions, energies, forces)
+    e_32, f_32 = energies_forces(potential.createSystem(topology, backend="aoti", precision="single"), frames)
+    assert "building the float32 AOTInductor backend" in capsys.readouterr().err
+    assert len(list((tmp_path / "cache" / "aoti").glob("*.pt2"))) == 2
+    # frames 0-2 (inside the support, a bond on the wall); frame 3 puts three torsion atoms on one line,
+    # where the torsion's gradient is singular (1 / sin 0) and float32 forces are as wrong as the float32
+    # TorchScript export's
+    np.testing.assert_allclose(e_32[:3], e_tf[:3], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(f_32[:3], f_tf[:3], rtol=1e-4, atol=1e-4 * np.abs(f_tf[:3]).max())
+    assert np.abs(e_32 - e_tf).max() > 0  # it does compute in float32
 
     # a re-export of the same weights (different file bytes) finds the cached package: no second build
     export(generator, tmp_path / "again.pt")
