@@ -61,21 +61,13 @@ def held_out_frames(data, info: Dict[str, Any], data_paths, n_frames: int) -> Te
     return idx
 
 
-def draw_samples(generator, n_samples: int, chunk: int = 500) -> Tuple[Tensor, Tensor, Dict[str, float]]:
+def draw_samples(generator, n_samples: int) -> Tuple[Tensor, Tensor, Dict[str, float]]:
     """``n_samples`` exact samples (n, N, 3) nm of the flow's density and their log densities (n,), no
     autograd, and the rejection statistics: with rings the density is the restrained q_R (rejection
     sampling, ``flows.rings``; ``{"acceptance", "log_z", "log_z_se", "draws"}``), else q in chunks
-    (acceptance 1, log_z 0)."""
+    (acceptance 1, log_z 0): ``generator.sample_restrained``."""
     with torch.no_grad():
-        if generator.rings.n_pairs:
-            return generator.sample_restrained(n_samples)
-        samples, log_q = [], []
-        for start in range(0, n_samples, chunk):
-            xs, lq = generator.sample(min(chunk, n_samples - start))
-            samples.append(xs)
-            log_q.append(lq)
-    return torch.cat(samples), torch.cat(log_q), {"acceptance": 1.0, "log_z": 0.0, "log_z_se": 0.0,
-                                                  "draws": float(n_samples)}
+        return generator.sample_restrained(n_samples)
 
 
 def sample_metrics(generator, xs: Tensor, log_q: Tensor, u_samples: Tensor, f_samples: Tensor,
@@ -88,14 +80,14 @@ def sample_metrics(generator, xs: Tensor, log_q: Tensor, u_samples: Tensor, f_sa
     ``max_energy_kt`` (the MD data's highest, when known): a few clashing samples (1e6 kT) would
     otherwise dominate it.
     """
+    from ..bg.reweight import log_weights, normalised_weights
     from ..training.metrics import importance_metrics
 
     metrics: Dict[str, Any] = {"samples": int(len(xs))}
     metrics.update({k.replace("val_", ""): v for k, v in importance_metrics(u_samples, log_q).items()})
-    log_w = -(u_samples + log_q)
-    log_w = log_w[torch.isfinite(log_w)]
     # the largest normalised importance weight: one sample with most of the weight is what drives a low ESS
-    metrics["largest_weight"] = float(torch.softmax(log_w, 0).max()) if len(log_w) else float("nan")
+    weights = normalised_weights(log_weights(u_samples.numpy(), log_q.numpy()))
+    metrics["largest_weight"] = float(weights.max()) if weights.any() else float("nan")
     metrics["samples_outside"] = generator.count_outside(xs)
     ok = torch.isfinite(u_samples)
     if max_energy_kt is not None:

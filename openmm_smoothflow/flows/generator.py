@@ -336,13 +336,14 @@ class BoltzmannGenerator(nn.Module):
 
     @torch.jit.unused
     def sample_restrained(self, n: int, generator: Optional[torch.Generator] = None,
-                          max_draws: Optional[int] = None) -> Tuple[Tensor, Tensor, Dict[str, float]]:
+                          max_draws: Optional[int] = None, chunk: int = 500) -> Tuple[Tensor, Tensor, Dict[str, float]]:
         """n exact samples of the density of ``energy`` with rings, q_R = q exp(-R) / Z_R (rejection:
         ``flows.rings.rejection_sample``): positions (n, N, 3) nm, log q_R (n,), and
         ``{"acceptance", "log_z", "log_z_se", "draws"}``; ``energy(x) = -log q_R(x) - log_z``. Without
-        ring pairs it is ``sample`` (acceptance 1, log_z 0)."""
+        ring pairs it is ``sample`` in chunks of at most ``chunk`` (acceptance 1, log_z 0)."""
         if self.rings.n_pairs == 0:
-            x, log_q = self.sample(n, generator)
+            parts = [self.sample(min(chunk, n - start), generator) for start in range(0, n, chunk)]
+            x, log_q = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
             return x, log_q, {"acceptance": 1.0, "log_z": 0.0, "log_z_se": 0.0, "draws": float(n)}
         return rejection_sample(lambda m: self.sample(m, generator), self.rings, n, generator,
                                 max_draws=max_draws)
