@@ -140,3 +140,22 @@ def eager_flow(path: PathLike) -> EquivariantCNF:
     stored = module.state_dict()
     flow.load_state_dict({k: stored[prefix + k] for k in flow.state_dict()})
     return flow.eval()
+
+
+def is_torchscript(path: PathLike) -> bool:
+    """True for a TorchScript archive (an export), False for a ``torch.save`` file (a checkpoint)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def load_any_flow(path: PathLike) -> EquivariantCNF:
+    """The eager float64 flow of a run's checkpoint (best.pt / last.pt) or of an exported model."""
+    from .train import load_flow
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such model or checkpoint: {path}")
+    return eager_flow(path) if is_torchscript(path) else load_flow(path)[0]

@@ -116,17 +116,11 @@ def flow_samples_ess(flow, system: ParticleSystem, n: int, seed: int = 0, batch_
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    create = flow.create_graph
-    flow.create_graph = False
     xs, logq = [], []
-    try:
-        for i in range(0, n, batch_size):
-            with torch.enable_grad():
-                x, lq = flow.sample(min(batch_size, n - i), gen, n_steps or 0)
-            xs.append(x)
-            logq.append(lq)
-    finally:
-        flow.create_graph = create
+    for i in range(0, n, batch_size):
+        x, lq = flow.sample(min(batch_size, n - i), gen, n_steps or 0)
+        xs.append(x)
+        logq.append(lq)
     x, lq = torch.cat(xs), torch.cat(logq)
     u = system.energy(x.double())
     log_w = (-u - lq.double()).numpy()
