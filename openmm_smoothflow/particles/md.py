@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Dict, Iterator, Optional
+from typing import Dict, Iterator
 
 import numpy as np
 
@@ -111,18 +111,19 @@ def kish_ess(log_w: np.ndarray) -> float:
 
 
 def flow_samples_ess(flow, system: ParticleSystem, n: int, seed: int = 0, batch_size: int = 50,
-                     n_steps: Optional[int] = None) -> Dict[str, float]:
+                     newton_steps: int = 20) -> Dict[str, float]:
     """Sample the flow (exact inverse of the map, :meth:`.cnf.EquivariantCNF.sample`) and reweight to the exact energy (Kish ESS)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    xs, logq = [], []
+    xs, logq, residual = [], [], 0.0
     for i in range(0, n, batch_size):
-        x, lq = flow.sample(min(batch_size, n - i), gen, n_steps or 0)
+        x, lq = flow.sample(min(batch_size, n - i), gen, newton_steps=newton_steps)
+        residual = max(residual, flow.last_inversion_residual)
         xs.append(x)
         logq.append(lq)
     x, lq = torch.cat(xs), torch.cat(logq)
     u = system.energy(x.double())
     log_w = (-u - lq.double()).numpy()
     return {"n": n, "kish_ess_fraction": kish_ess(log_w), "mean_exact_energy_kT": float(u.mean()),
-            "n_nonfinite": int((~np.isfinite(log_w)).sum())}
+            "n_nonfinite": int((~np.isfinite(log_w)).sum()), "max_inversion_residual": residual}
