@@ -21,21 +21,14 @@ from ..io import atomic_write
 from ..units import PathLike
 
 
-def _is_export(path) -> bool:
-    """True for a TorchScript export (``smoothflow export``), False for a training checkpoint."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
 def load_flow(path: PathLike) -> Tuple[Any, Dict[str, Any]]:
     """The generator (float64, eval mode) of a training checkpoint or an exported model, and the
     checkpoint's other entries (for an export: ``config``, the training configuration as JSON)."""
     from ..potential import FlowPotential
+    from ..potential.torchscript import is_export
     from ..training.checkpoint import load_generator
 
-    if str(path).endswith(".pt") and _is_export(path):
+    if str(path).endswith(".pt") and is_export(path):
         potential = FlowPotential(path)
         training = potential.metadata.get("provenance", {}).get("training_config", {})
         generator, info = potential.generator(), {"config": json.dumps(training)}

@@ -249,6 +249,9 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
             jobs.append(("smooth", "compiled", "Reference", "float64", compiled_system))
         aoti: Dict[str, Any] = {}  # dtype -> (System, AOTIEnergy); each package built once per model (cached on disk)
 
+        def aoti_name(dtype: str) -> str:  # "aoti" for float64 (the rows' names before float32), "aoti-float32"
+            return "aoti" + ("" if dtype == "float64" else f"-{dtype}")
+
         def aoti_system(dtype: str = "float64"):
             if dtype not in aoti:
                 potential = FlowPotential(paths["smooth64"])
@@ -283,14 +286,14 @@ def speed_benchmark(steps: int = 200, repeats: int = 3, warmup: int = 20, platfo
             print(format_table([row]).splitlines()[-1], flush=True)
 
         for dtype, (_, energy) in aoti.items():  # the aoti packages' batch-1 energy+force outside OpenMM (numpy)
-            name = "smooth/aoti" + ("" if dtype == "float64" else f"-{dtype}")
+            name = "smooth/" + aoti_name(dtype)
             outside[name] = time_call(lambda energy=energy: energy(x0))
             print(f"\n  {name + ' (outside OpenMM)':<30} {outside[name]['ms']:7.3f} ms (best {outside[name]['best_ms']:.3f})")
 
         # -- compiled and aoti backends vs TorchForce (float64) at the same positions
         check: Dict[str, Any] = {}
         built = {"compiled": compiled_system if compiled else None}
-        built.update({"aoti" + ("" if d == "float64" else f"-{d}"): (lambda d=d: aoti_system(d)) for d in aoti})
+        built.update({aoti_name(d): (lambda d=d: aoti_system(d)) for d in aoti})
         rng = np.random.default_rng(SEED)
         frames = [x0, x0 + 0.005 * rng.standard_normal(x0.shape)]
         for backend, system in built.items():

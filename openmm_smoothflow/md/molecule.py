@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -200,23 +199,15 @@ def from_metadata(meta: Dict[str, Any], source: str) -> Molecule:
     return Molecule(topology, _packaged_structure(topology), source)
 
 
-def _is_export(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
 def from_model(path: PathLike) -> Molecule:
     """The molecule of an exported model (its metadata) or of a training checkpoint (the molecule of its
     training configuration, else its Z-matrix's atoms and bonds)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
-    if _is_export(path):
-        from ..potential.torchscript import read_metadata
+    from ..potential.torchscript import is_export, read_metadata
 
+    if is_export(path):
         return from_metadata(read_metadata(path), str(path))
     from ..io import load_torch
 

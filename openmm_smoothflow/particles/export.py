@@ -22,7 +22,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from ..potential.torchscript import FORMAT, load_model
+from ..potential.torchscript import FORMAT, is_export, load_model
 from ..units import PathLike, kT as kT_kjmol
 from .cnf import EquivariantCNF
 from .systems import UNITS, get_system
@@ -142,20 +142,10 @@ def eager_flow(path: PathLike) -> EquivariantCNF:
     return flow.eval()
 
 
-def is_torchscript(path: PathLike) -> bool:
-    """True for a TorchScript archive (an export), False for a ``torch.save`` file (a checkpoint)."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any("/code/" in name for name in archive.namelist())
-
-
 def load_any_flow(path: PathLike) -> EquivariantCNF:
     """The eager float64 flow of a run's checkpoint (best.pt / last.pt) or of an exported model."""
     from .train import load_flow
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"no such model or checkpoint: {path}")
-    return eager_flow(path) if is_torchscript(path) else load_flow(path)[0]
+    return eager_flow(path) if is_export(path) else load_flow(path)[0]

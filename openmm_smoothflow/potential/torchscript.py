@@ -113,6 +113,18 @@ def topology_metadata(zmatrix) -> Dict[str, Any]:
     return out
 
 
+def is_export(path: PathLike) -> bool:
+    """True for a TorchScript archive (an export), False for anything else (a ``torch.save`` checkpoint,
+    a file that is not a zip archive); reads the archive's file list only."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
 def _is_training_checkpoint(path: Path) -> bool:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
